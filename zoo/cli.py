@@ -1,0 +1,133 @@
+"""The `zoo` command line. Each subcommand parses its arguments and calls a library function;
+no logic lives here.
+
+    zoo list [PATTERN] [--pretrained] [--family F] [--json]
+    zoo info NAME [--json]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import List, Optional, Sequence
+
+from . import __version__
+from .complexity import variant_cost
+from .registry import REGISTRY, RegistryError, UnknownModelError, list_models, model_info
+
+
+def _millions(n: Optional[int]) -> str:
+    return "?" if n is None else f"{n / 1e6:.1f}M"
+
+
+def _size(hw: Sequence[int]) -> str:
+    return f"{hw[0]}x{hw[1]}"
+
+
+def _table(rows: List[List[str]], header: List[str]) -> str:
+    widths = [max(len(str(r[i])) for r in rows + [header]) for i in range(len(header))]
+    fmt = "  ".join(f"{{:<{w}}}" for w in widths)
+    return "\n".join(fmt.format(*r).rstrip() for r in [header] + rows)
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    names = list_models(args.pattern, pretrained=args.pretrained, family=args.family)
+    variants = [model_info(n) for n in names]
+    if args.json:
+        out = [{"name": v.name, "family": v.family, "aliases": list(v.aliases), "params": v.params,
+                "img_size": list(v.input.img_size), "weights": list(v.weights)} for v in variants]
+        print(json.dumps(out, indent=2))
+        return 0
+    if not variants:
+        print(f"no models match {args.pattern!r}" + (f" in family {args.family!r}" if args.family else ""))
+        return 1
+    if args.pretrained:  # one row per weight tag
+        rows = [[f"{v.name}.{w.tag}", str(w.num_classes), "" if w.top1 is None else f"{w.top1:.1f}",
+                 w.license or "", w.hf_hub_id] for v in variants for w in v.weights.values()]
+        print(_table(rows, ["model.tag", "classes", "top1", "license", "hub repo"]))
+        print(f"\n{len(rows)} weight tags for {len(variants)} models")
+    else:
+        rows = [[v.name, v.family, _millions(v.params), _size(v.input.img_size), v.default_tag or "-",
+                 ", ".join(v.aliases)] for v in variants]
+        print(_table(rows, ["name", "family", "params", "input", "default weights", "aliases"]))
+        print(f"\n{len(rows)} models")
+    return 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    variant = model_info(args.name)
+    cost = variant_cost(variant.name)
+    family = REGISTRY.families[variant.family]
+    if args.json:
+        print(json.dumps({
+            "name": variant.name, "family": variant.family, "aliases": list(variant.aliases),
+            "description": variant.description, "args": dict(variant.args), "params": cost["params"],
+            "gmacs": cost["macs"] / 1e9, "input_size": list(cost["input_size"]), "input": variant.input.to_dict(),
+            "weights": {t: {"hf_hub_id": w.hf_hub_id, "filename": w.filename, "format": w.format,
+                            "license": w.license, "num_classes": w.num_classes, "top1": w.top1, "top5": w.top5,
+                            "sha256": w.sha256} for t, w in variant.weights.items()},
+            "source": variant.source,
+        }, indent=2))
+        return 0
+    inp = variant.input
+    lines = [
+        variant.name + (f"  (aliases: {', '.join(variant.aliases)})" if variant.aliases else ""),
+        f"  {variant.description}" if variant.description else None,
+        f"  family       {variant.family} ({family.builder.__module__}.{family.builder.__qualname__})",
+        f"  defined in   {variant.path}" + ("" if variant.source == "zoo" else f" by {variant.source}"),
+        f"  params       {cost['params']:,} ({cost['params'] / 1e6:.2f}M)",
+        f"  GMACs        {cost['macs'] / 1e9:.2f} per image at {'x'.join(map(str, cost['input_size']))}",
+        f"  input        {_size(inp.img_size)}, mean {inp.mean}, std {inp.std}, crop_pct {inp.crop_pct}, "
+        f"{inp.interpolation}",
+        "  args         " + " ".join(f"{k}={v}" for k, v in variant.args.items()),
+    ]
+    print("\n".join(line for line in lines if line is not None))
+    if variant.weights:
+        print("  weights")
+        rows = []
+        for i, w in enumerate(variant.weights.values()):
+            metrics = " ".join(f"{k} {v:.1f}" for k, v in (("top1", w.top1), ("top5", w.top5)) if v is not None)
+            rows.append([f"    {w.tag}" + (" (default)" if i == 0 else ""), w.hf_hub_id, w.license or "?",
+                         f"{w.num_classes} classes" if w.num_classes else "no head", metrics])
+        print(_table(rows, ["    tag", "hub repo", "license", "head", "reported"]))
+    else:
+        print("  weights      none (architecture only)")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="zoo", description="A model zoo for the Vision Transformer family (ViT, DeiT, Swin, DINOv2, MAE).")
+    parser.add_argument("--version", action="version", version=f"zoo {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("list", help="list registered models", description="List registered models.")
+    p.add_argument("pattern", nargs="?", default="*", help="shell-style pattern, e.g. 'deit*' (default: all)")
+    p.add_argument("--pretrained", action="store_true", help="only models with weights; one row per weight tag")
+    p.add_argument("--family", help="only this family, e.g. vit")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_list)
+
+    p = sub.add_parser("info", help="show one model: params, GMACs, input config, weight tags",
+                       description="Show a model's registry entry, parameter count, GMACs and weight tags.")
+    p.add_argument("name", help="variant name or alias, e.g. vit_b_16")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_info)
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return args.func(args)
+    except (UnknownModelError, RegistryError, ValueError) as e:
+        print(f"zoo {args.command}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,15 @@
+"""Small helpers shared by the layers."""
+from __future__ import annotations
+
+from typing import Tuple, Union
+
+IntOrPair = Union[int, Tuple[int, int]]
+
+
+def to_2tuple(value: IntOrPair, name: str = "value") -> Tuple[int, int]:
+    """`7 -> (7, 7)`; a pair is returned as a tuple. Anything else is a ValueError naming `name`."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return (value, value)
+    if isinstance(value, (tuple, list)) and len(value) == 2 and all(isinstance(v, int) for v in value):
+        return (int(value[0]), int(value[1]))
+    raise ValueError(f"{name} must be an int or a pair of ints (height, width), got {value!r}")

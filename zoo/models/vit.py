@@ -1,0 +1,327 @@
+"""Vision Transformer family: ViT, DeiT (incl. the distilled token and head) and DINOv2 backbones.
+
+One class covers all three; the registry's arguments pick the variant:
+- ViT (Dosovitskiy et al. 2020): class token, learned positions, GELU MLP.
+- DeiT (Touvron et al. 2020): `distilled=True` adds a distillation token after the class token and a
+  second head; at inference the two heads' logits are averaged.
+- DINOv2 (Oquab et al. 2023): patch 14 at 518, LayerScale (`init_values`), register tokens
+  (`reg_tokens`, which carry no position: `no_embed_class=True`), SwiGLU for ViT-g (`mlp_layer="swiglu"`).
+
+State-dict keys are timm's (`patch_embed.proj`, `cls_token`, `dist_token`, `reg_token`, `pos_embed`,
+`blocks.N.*`, `norm`, `fc_norm`, `head`, `head_dist`), so weights move between zoo and timm unchanged.
+"""
+from __future__ import annotations
+
+from typing import Dict, Optional, Sequence, Set, Tuple, Union
+
+import torch
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from ..layers import Block, LayerNorm, Mlp, PatchEmbed, SwiGLU, resample_pos_embed, sincos_2d_pos_embed, to_2tuple
+from ..registry import register_family
+
+MLP_LAYERS = {"mlp": Mlp, "swiglu": SwiGLU}
+GLOBAL_POOLS = ("token", "avg", "")
+POS_EMBEDS = ("learn", "sincos", "none")
+
+
+@register_family("vit")
+class VisionTransformer(nn.Module):
+    """ViT / DeiT / DINOv2.
+
+    Args:
+        img_size: input size, int or (height, width).
+        patch_size: patch side (square), e.g. 16 for ViT-B/16, 14 for DINOv2.
+        in_chans: input channels.
+        num_classes: classifier outputs; 0 for a backbone without head (`forward` returns features).
+        global_pool: 'token' (class token), 'avg' (mean of patch tokens, then `fc_norm`) or '' (no pooling).
+        embed_dim, depth, num_heads, mlp_ratio: transformer width, blocks, heads, MLP expansion.
+        qkv_bias: bias in the qkv projection.  qk_norm: LayerNorm on queries and keys per head.
+        class_token: prepend a learned class token.  reg_tokens: number of register tokens (DINOv2).
+        no_embed_class: positions cover the patch tokens only; prefix tokens get none.
+        pos_embed: 'learn' (learned), 'sincos' (fixed 2D sin-cos, MAE) or 'none'.
+        init_values: LayerScale initial value; None disables LayerScale.
+        fc_norm: norm after pooling instead of before it; default: on for 'avg' pooling.
+        drop_rate: head dropout.  pos_drop_rate, proj_drop_rate, attn_drop_rate: other dropouts.
+        drop_path_rate: stochastic depth, rising linearly to this value at the last block.
+        distilled: DeiT distillation token and second head (needs class token and 'token' pooling).
+        mlp_layer: 'mlp' (GELU) or 'swiglu' (DINOv2 giant).
+        dynamic_img_size: accept any input size divisible by the patch; positions are resampled.
+        dynamic_img_pad: with dynamic_img_size, accept any size; the image is padded right/bottom.
+    """
+
+    def __init__(
+        self,
+        img_size: Union[int, Tuple[int, int]] = 224,
+        patch_size: int = 16,
+        in_chans: int = 3,
+        num_classes: int = 1000,
+        global_pool: str = "token",
+        embed_dim: int = 768,
+        depth: int = 12,
+        num_heads: int = 12,
+        mlp_ratio: float = 4.0,
+        qkv_bias: bool = True,
+        qk_norm: bool = False,
+        class_token: bool = True,
+        reg_tokens: int = 0,
+        no_embed_class: bool = False,
+        pos_embed: str = "learn",
+        init_values: Optional[float] = None,
+        fc_norm: Optional[bool] = None,
+        drop_rate: float = 0.0,
+        pos_drop_rate: float = 0.0,
+        proj_drop_rate: float = 0.0,
+        attn_drop_rate: float = 0.0,
+        drop_path_rate: float = 0.0,
+        distilled: bool = False,
+        mlp_layer: str = "mlp",
+        dynamic_img_size: bool = False,
+        dynamic_img_pad: bool = False,
+    ) -> None:
+        super().__init__()
+        if global_pool not in GLOBAL_POOLS:
+            raise ValueError(f"global_pool must be one of {GLOBAL_POOLS}, got {global_pool!r}")
+        if global_pool == "token" and not class_token:
+            raise ValueError("global_pool='token' needs class_token=True; use global_pool='avg' without one")
+        if pos_embed not in POS_EMBEDS:
+            raise ValueError(f"pos_embed must be one of {POS_EMBEDS}, got {pos_embed!r}")
+        if mlp_layer not in MLP_LAYERS:
+            raise ValueError(f"mlp_layer must be one of {tuple(MLP_LAYERS)}, got {mlp_layer!r}")
+        if distilled and (not class_token or global_pool != "token"):
+            raise ValueError("distilled=True needs class_token=True and global_pool='token'")
+        if reg_tokens < 0 or depth < 1 or num_classes < 0:
+            raise ValueError(f"need reg_tokens >= 0, depth >= 1, num_classes >= 0; got {reg_tokens}, {depth}, "
+                             f"{num_classes}")
+        use_fc_norm = global_pool == "avg" if fc_norm is None else fc_norm
+
+        self.num_classes = num_classes
+        self.global_pool = global_pool
+        self.embed_dim = self.num_features = embed_dim
+        self.has_class_token = class_token
+        self.distilled = distilled
+        self.num_reg_tokens = reg_tokens
+        self.num_prefix_tokens = int(class_token) + int(distilled) + reg_tokens  # order: cls, dist, regs
+        self.no_embed_class = no_embed_class
+        self.dynamic_img_size = dynamic_img_size
+        self.grad_checkpointing = False
+        self.distilled_training = False  # DeiT: return (cls_logits, dist_logits) while training
+
+        self.patch_embed = PatchEmbed(
+            img_size, patch_size, in_chans, embed_dim,
+            strict_img_size=not dynamic_img_size, dynamic_img_pad=dynamic_img_pad)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim)) if class_token else None
+        self.dist_token = nn.Parameter(torch.zeros(1, 1, embed_dim)) if distilled else None
+        self.reg_token = nn.Parameter(torch.zeros(1, reg_tokens, embed_dim)) if reg_tokens else None
+        self.pos_embed: Optional[nn.Parameter] = None
+        if pos_embed != "none":
+            prefix_rows = 0 if no_embed_class else self.num_prefix_tokens
+            # A fixed 'sincos' table is still a (frozen) parameter so checkpoints carry `pos_embed` as in MAE.
+            self.pos_embed = nn.Parameter(
+                torch.zeros(1, prefix_rows + self.patch_embed.num_patches, embed_dim),
+                requires_grad=pos_embed == "learn")
+        self.pos_embed_type = pos_embed
+        self.pos_drop = nn.Dropout(pos_drop_rate)
+
+        dpr = torch.linspace(0, drop_path_rate, depth, device="cpu").tolist()  # stochastic depth rises with depth
+        self.blocks = nn.Sequential(*[
+            Block(embed_dim, num_heads, mlp_ratio=mlp_ratio, qkv_bias=qkv_bias, qk_norm=qk_norm,
+                  proj_drop=proj_drop_rate, attn_drop=attn_drop_rate, init_values=init_values,
+                  drop_path=dpr[i], norm_layer=LayerNorm, mlp_layer=MLP_LAYERS[mlp_layer])
+            for i in range(depth)])
+        self.norm = LayerNorm(embed_dim) if not use_fc_norm else nn.Identity()
+        self.fc_norm = LayerNorm(embed_dim) if use_fc_norm else nn.Identity()
+        self.head_drop = nn.Dropout(drop_rate)
+        self.head = nn.Linear(embed_dim, num_classes) if num_classes else nn.Identity()
+        self.head_dist = (nn.Linear(embed_dim, num_classes) if num_classes else nn.Identity()) if distilled else None
+        self.init_weights()
+
+    # ----------------------------------------------------------------------------------- set-up
+    @torch.no_grad()
+    def init_weights(self) -> None:
+        """timm's default init: trunc-normal(0.02) Linears and learned positions, tiny class/register tokens."""
+        for m in self.modules():
+            if isinstance(m, nn.Linear):
+                nn.init.trunc_normal_(m.weight, std=0.02)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+        if self.pos_embed is not None:
+            if self.pos_embed_type == "sincos":
+                self.pos_embed.copy_(sincos_2d_pos_embed(
+                    self.embed_dim, self.patch_embed.grid_size,
+                    0 if self.no_embed_class else self.num_prefix_tokens).unsqueeze(0))
+            else:
+                nn.init.trunc_normal_(self.pos_embed, std=0.02)
+        for token, std in ((self.cls_token, 1e-6), (self.reg_token, 1e-6), (self.dist_token, 0.02)):
+            if token is not None:
+                nn.init.trunc_normal_(token, std=std)
+
+    def no_weight_decay(self) -> Set[str]:
+        """Parameter names that should get no weight decay (positions and tokens)."""
+        return {"pos_embed", "cls_token", "reg_token", "dist_token"}
+
+    def group_matcher(self, coarse: bool = False) -> Dict[str, object]:
+        """Regexes grouping parameters into layers for layer-wise lr decay (timm's convention):
+        the embedding is layer 0, block i is layer i + 1, the final norm goes with the last block,
+        and everything unmatched (the head) is the top layer."""
+        return {
+            "stem": r"^(cls_token|dist_token|reg_token|pos_embed|patch_embed)",
+            "blocks": [(r"^blocks\.(\d+)", None), (r"^norm", (99999,))],
+        }
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Recompute each block's activations in the backward pass: less memory, ~30% more compute."""
+        self.grad_checkpointing = enable
+
+    def get_classifier(self) -> nn.Module:
+        return self.head
+
+    def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
+        """Replace the head (and DeiT's distillation head) with a fresh one of `num_classes` outputs."""
+        if global_pool is not None:
+            if global_pool not in GLOBAL_POOLS:
+                raise ValueError(f"global_pool must be one of {GLOBAL_POOLS}, got {global_pool!r}")
+            if global_pool == "token" and not self.has_class_token:
+                raise ValueError("global_pool='token' needs a class token; this model has none")
+            if self.distilled and global_pool != "token":
+                raise ValueError("a distilled model pools its class and distillation tokens: global_pool='token'")
+            self.global_pool = global_pool
+        device = self.patch_embed.proj.weight.device
+        self.num_classes = num_classes
+
+        def new_head() -> nn.Module:
+            if not num_classes:
+                return nn.Identity()
+            head = nn.Linear(self.embed_dim, num_classes, device=device)
+            nn.init.trunc_normal_(head.weight, std=0.02)
+            nn.init.zeros_(head.bias)
+            return head
+
+        self.head = new_head()
+        if self.distilled:
+            self.head_dist = new_head()
+
+    def set_input_size(self, img_size: Union[int, Tuple[int, int]]) -> None:
+        """Change the expected input size; learned positions are resampled to the new grid (bicubic)."""
+        old_grid = self.patch_embed.grid_size
+        self.patch_embed.img_size = to_2tuple(img_size, "img_size")
+        ph, pw = self.patch_embed.patch_size
+        self.patch_embed.grid_size = (self.patch_embed.img_size[0] // ph, self.patch_embed.img_size[1] // pw)
+        self.patch_embed.num_patches = self.patch_embed.grid_size[0] * self.patch_embed.grid_size[1]
+        if self.pos_embed is not None and self.patch_embed.grid_size != old_grid:
+            with torch.no_grad():
+                if self.pos_embed_type == "sincos":
+                    new = sincos_2d_pos_embed(self.embed_dim, self.patch_embed.grid_size,
+                                              0 if self.no_embed_class else self.num_prefix_tokens).unsqueeze(0)
+                else:
+                    new = resample_pos_embed(self.pos_embed.data, self.patch_embed.grid_size, old_grid,
+                                             0 if self.no_embed_class else self.num_prefix_tokens)
+            self.pos_embed = nn.Parameter(new.to(self.pos_embed), requires_grad=self.pos_embed.requires_grad)
+
+    # ---------------------------------------------------------------------------------- forward
+    def _embed(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C, H, W) images -> (B, prefix + N, D) tokens with positions added."""
+        B = x.shape[0]
+        grid = self.patch_embed.feat_size(tuple(x.shape[-2:])) if x.ndim == 4 else None
+        x = self.patch_embed(x)  # validates the input; (B, N, D)
+        prefix = [t.expand(B, -1, -1) for t in (self.cls_token, self.dist_token, self.reg_token) if t is not None]
+        pos = self.pos_embed
+        if pos is None:
+            return self.pos_drop(torch.cat(prefix + [x], dim=1))
+        if self.dynamic_img_size:
+            pos = resample_pos_embed(pos, grid, self.patch_embed.grid_size,
+                                     0 if self.no_embed_class else self.num_prefix_tokens)
+        if self.no_embed_class:  # positions for the patches only, then prepend the prefix tokens
+            x = torch.cat(prefix + [x + pos], dim=1)
+        else:  # positions cover the prefix tokens too
+            x = torch.cat(prefix + [x], dim=1) + pos
+        return self.pos_drop(x)
+
+    def _block(self, block: nn.Module, x: torch.Tensor, num_queries: Optional[int] = None) -> torch.Tensor:
+        if self.grad_checkpointing and torch.is_grad_enabled() and not torch.jit.is_scripting():
+            return checkpoint(block, x, None, num_queries, use_reentrant=False)
+        return block(x, num_queries=num_queries)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C, H, W) -> (B, prefix + N, D): every token after the last block and the final norm."""
+        x = self._embed(x)
+        for block in self.blocks:
+            x = self._block(block, x)
+        return self.norm(x)
+
+    def pool(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, T, D) -> (B, D) by the model's global_pool; '' returns the tokens unchanged."""
+        if self.global_pool == "token":
+            return x[:, 0]
+        if self.global_pool == "avg":
+            return x[:, self.num_prefix_tokens:].mean(dim=1)
+        return x
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        """Tokens from `forward_features` -> logits, or pooled features with `pre_logits=True`."""
+        if self.distilled:
+            cls, dist = self.head_drop(x[:, 0]), self.head_drop(x[:, 1])
+            if pre_logits:
+                return (cls + dist) / 2
+            cls, dist = self.head(cls), self.head_dist(dist)
+            if self.distilled_training and self.training:
+                return cls, dist  # type: ignore[return-value]
+            return (cls + dist) / 2
+        x = self.head_drop(self.fc_norm(self.pool(x)))
+        return x if pre_logits else self.head(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Images -> logits (or pooled features when num_classes=0).
+
+        With token pooling the head reads only the class (and distillation) token, so the last block
+        computes just those rows; the others cannot reach the output. The result equals
+        `forward_head(forward_features(x))`, for less work.
+        """
+        x = self._embed(x)
+        head_tokens = 1 + int(self.distilled) if self.global_pool == "token" else None
+        last = len(self.blocks) - 1
+        for i, block in enumerate(self.blocks):
+            x = self._block(block, x, head_tokens if i == last else None)
+        return self.forward_head(self.norm(x))
+
+    def get_intermediate_layers(
+        self,
+        x: torch.Tensor,
+        n: Union[int, Sequence[int]] = 1,
+        reshape: bool = False,
+        return_class_token: bool = False,
+        norm: bool = True,
+    ) -> Tuple:
+        """DINOv2's interface: outputs of the last `n` blocks (int) or of the given block indices.
+
+        Each output is the patch tokens `(B, N, D)` (prefix tokens removed), or `(B, D, h, w)` with
+        `reshape=True`; with `return_class_token=True` each item is `(patches, class_token (B, D))`.
+        `norm=True` applies the final norm first. Blocks after the last one asked for are not run.
+        """
+        depth = len(self.blocks)
+        if isinstance(n, int):
+            if not 1 <= n <= depth:
+                raise ValueError(f"n={n}: this model has {depth} blocks; ask for 1 to {depth}")
+            take = list(range(depth - n, depth))
+        else:
+            take = sorted({i + depth if i < 0 else i for i in n})
+            if not take or take[0] < 0 or take[-1] >= depth:
+                raise ValueError(f"block indices {list(n)} out of range for {depth} blocks")
+        if return_class_token and not self.has_class_token:
+            raise ValueError("return_class_token=True but this model has no class token")
+        B = x.shape[0]
+        grid = self.patch_embed.feat_size(tuple(x.shape[-2:])) if x.ndim == 4 else None
+        x = self._embed(x)
+        outputs = []
+        for i, block in enumerate(self.blocks[: take[-1] + 1]):
+            x = self._block(block, x)
+            if i in take:
+                outputs.append(self.norm(x) if norm else x)
+        class_tokens = [out[:, 0] for out in outputs]
+        outputs = [out[:, self.num_prefix_tokens:] for out in outputs]
+        if reshape:
+            outputs = [out.reshape(B, grid[0], grid[1], -1).permute(0, 3, 1, 2).contiguous() for out in outputs]
+        if return_class_token:
+            return tuple(zip(outputs, class_tokens))
+        return tuple(outputs)
