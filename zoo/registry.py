@@ -21,6 +21,7 @@ import fnmatch
 import importlib.metadata
 import inspect
 import re
+import sys
 import threading
 import warnings
 from dataclasses import dataclass, field, replace
@@ -122,7 +123,7 @@ class Variant:
 class Family:
     name: str
     builder: Callable[..., Any]
-    source: str
+    source: str  # the module that registered it
 
     def parameters(self) -> Optional[Dict[str, inspect.Parameter]]:
         """Keyword arguments the builder accepts; None when it takes **kwargs (anything goes)."""
@@ -131,6 +132,10 @@ class Family:
             return None
         return {n: p for n, p in params.items()
                 if p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)}
+
+
+class _DuplicateKeyError(yaml.YAMLError):
+    pass
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
@@ -142,9 +147,8 @@ class _UniqueKeyLoader(yaml.SafeLoader):
             key = self.construct_object(key_node, deep=deep)
             line = key_node.start_mark.line + 1
             if key in seen:
-                raise yaml.constructor.ConstructorError(
-                    None, None, f"duplicate key {key!r} (first at line {seen[key]}, again at line {line})",
-                    key_node.start_mark)
+                raise _DuplicateKeyError(f"duplicate key {key!r} at line {line} (first at line {seen[key]}): "
+                                         f"names, and the fields inside a variant, must be unique")
             seen[key] = line
         return super().construct_mapping(node, deep=deep)
 
@@ -159,7 +163,6 @@ class Registry:
         self._builtin_files = None if builtin_files is None else [Path(p) for p in builtin_files]
         self._use_plugins = plugins
         self._loaded = False
-        self._loading_source: Optional[str] = None  # set while a plugin is being imported
         self._lock = threading.RLock()
         self.plugin_errors: Dict[str, str] = {}  # entry point name -> why it was skipped
 
@@ -176,13 +179,12 @@ class Registry:
         def decorator(fn: Callable[..., Any]) -> Callable[..., Any]:
             if not callable(fn):
                 raise RegistryError(f"family {name!r}: the builder must be callable, got {fn!r}")
-            source = self._loading_source or getattr(fn, "__module__", "?")
             existing = self.families.get(name)
             if existing is not None and existing.builder is not fn:
                 raise RegistryError(
-                    f"family {name!r} is already registered by {existing.source} "
-                    f"({_qualname(existing.builder)}); {source} cannot replace it: pick another family name")
-            self.families[name] = Family(name, fn, source)
+                    f"family {name!r} is already registered by {_qualname(existing.builder)}; "
+                    f"{_qualname(fn)} cannot replace it: pick another family name")
+            self.families[name] = Family(name, fn, getattr(fn, "__module__", "?"))
             return fn
 
         return decorator if builder is None else decorator(builder)
@@ -197,6 +199,8 @@ class Registry:
             raise RegistryError(f"{label}: cannot read the registry file: {e}") from e
         try:
             data = yaml.load(text, Loader=_UniqueKeyLoader)
+        except _DuplicateKeyError as e:
+            raise RegistryError(f"{label}: {e}") from None
         except yaml.YAMLError as e:
             mark = getattr(e, "problem_mark", None)
             where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
@@ -316,10 +320,14 @@ class Registry:
                     self.load_plugin(ep)
 
     def load_plugin(self, ep: importlib.metadata.EntryPoint) -> bool:
-        """Import one `zoo.plugins` entry point and add its variants; on any failure, undo and warn once."""
+        """Import one `zoo.plugins` entry point and add its variants; on any failure, undo and warn once.
+
+        Undo means: families registered while it loaded are removed again, except those registered by
+        a parent package of the entry point's module (e.g. `pkg` for `pkg.broken`), which imported
+        fine and may serve the package's other entry points.
+        """
         source = f"plugin {ep.name!r} ({ep.value})"
-        families_before = dict(self.families)
-        self._loading_source = source
+        families_before = set(self.families)
         try:
             module = ep.load()
             files = getattr(module, "ZOO_VARIANTS", None)
@@ -327,16 +335,16 @@ class Registry:
                 files = []
             elif isinstance(files, (str, Path)) or hasattr(files, "read_text"):
                 files = [files]
-            variants = [v for f in files for v in self.parse_file(f, source)]
-            self.add_variants(variants)
+            self.add_variants([v for f in files for v in self.parse_file(f, source)])
             return True
         except Exception as e:  # a broken plugin must not break zoo: undo its families, warn, go on
-            self.families = families_before
+            for name in set(self.families) - families_before:
+                module_name = self.families[name].builder.__module__
+                if not (ep.module.startswith(module_name + ".") and module_name in sys.modules):
+                    del self.families[name]
             self.plugin_errors[ep.name] = f"{type(e).__name__}: {e}"
             warnings.warn(f"zoo: skipped {source}: {type(e).__name__}: {e}", ZooPluginWarning, stacklevel=2)
             return False
-        finally:
-            self._loading_source = None
 
     # ------------------------------------------------------------------------------------ lookups
     def resolve(self, name: str) -> Tuple[Variant, Optional[str]]:

@@ -166,7 +166,7 @@ class VisionTransformer(nn.Module):
         the embedding is layer 0, block i is layer i + 1, the final norm goes with the last block,
         and everything unmatched (the head) is the top layer."""
         return {
-            "stem": r"^(cls_token|dist_token|reg_token|pos_embed|patch_embed)",
+            "stem": r"^(?:cls_token|dist_token|reg_token|pos_embed|patch_embed)",
             "blocks": [(r"^blocks\.(\d+)", None), (r"^norm", (99999,))],
         }
 

@@ -1,0 +1,106 @@
+"""Inference throughput of zoo vs timm on the same architecture, in one process.
+
+For each model, zoo's and timm's versions are built with the same weights and called alternately
+(the order flips every round, so drift and thermal effects hit both alike). Each cell is the median
+of `--repeats` timed calls after `--warmup` untimed ones, under `torch.inference_mode()`, in fp32 or
+in bf16 autocast. The ratio column is zoo images/s divided by timm images/s (> 1: zoo is faster).
+
+    python benchmarks/throughput.py                                  # the default table
+    python benchmarks/throughput.py --models deit_small_patch16_224 --batch-sizes 8 --dtypes bf16
+    python benchmarks/throughput.py --markdown docs/benchmarks.md    # also write a Markdown table
+"""
+from __future__ import annotations
+
+import argparse
+import platform
+import statistics
+import sys
+import time
+from contextlib import nullcontext
+from pathlib import Path
+
+import timm
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without installing
+import zoo  # noqa: E402
+
+DEFAULT_MODELS = ["vit_base_patch16_224", "deit_small_patch16_224", "vit_small_patch14_dinov2"]
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def build_pair(name: str, timm_name: str | None = None):
+    """zoo's model and timm's, eval mode, timm's carrying zoo's weights (strict)."""
+    ours = zoo.create(name).eval()
+    ref = timm.create_model(timm_name or ours.zoo_config["name"], pretrained=False).eval()
+    ref.load_state_dict(ours.state_dict(), strict=True)
+    return ours, ref
+
+
+def time_pair(ours, ref, x, dtype: str, repeats: int, warmup: int):
+    """Median seconds per call for (zoo, timm), calls alternated and the order flipped each round."""
+    ctx = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if dtype == "bf16" else nullcontext
+    times = {"zoo": [], "timm": []}
+    with torch.inference_mode(), ctx():
+        for _ in range(warmup):
+            ours(x), ref(x)
+        for i in range(repeats):
+            order = [("zoo", ours), ("timm", ref)]
+            for label, model in (order if i % 2 == 0 else order[::-1]):
+                start = time.perf_counter()
+                model(x)
+                times[label].append(time.perf_counter() - start)
+    return statistics.median(times["zoo"]), statistics.median(times["timm"])
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--models", nargs="+", default=DEFAULT_MODELS, help="zoo variant names (timm has the same)")
+    p.add_argument("--batch-sizes", nargs="+", type=int, default=[1, 8])
+    p.add_argument("--dtypes", nargs="+", choices=["fp32", "bf16"], default=["fp32", "bf16"])
+    p.add_argument("--repeats", type=int, default=7, help="timed calls per model and cell (median taken)")
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
+    p.add_argument("--markdown", type=Path, help="also write the table to this Markdown file")
+    args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+
+    header = (f"CPU: {cpu_name()}, {torch.get_num_threads()} threads; torch {torch.__version__}, "
+              f"timm {timm.__version__}, zoo {zoo.__version__}; median of {args.repeats} alternated calls")
+    print(header, flush=True)
+    rows = []
+    for name in args.models:
+        ours, ref = build_pair(name)
+        h, w = ours.patch_embed.img_size
+        for dtype in args.dtypes:
+            for bs in args.batch_sizes:
+                x = torch.randn(bs, 3, h, w)
+                t_zoo, t_timm = time_pair(ours, ref, x, dtype, args.repeats, args.warmup)
+                row = (name, f"{h}x{w}", dtype, bs, bs / t_zoo, bs / t_timm, t_timm / t_zoo)
+                rows.append(row)
+                print(f"{name:32s} {row[1]:>8s} {dtype:5s} batch {bs:<3d} zoo {row[4]:8.2f} img/s   "
+                      f"timm {row[5]:8.2f} img/s   ratio {row[6]:.3f}", flush=True)
+
+    table = ["| model | input | dtype | batch | zoo img/s | timm img/s | zoo / timm |",
+             "|---|---|---|---|---|---|---|"]
+    table += [f"| {r[0]} | {r[1]} | {r[2]} | {r[3]} | {r[4]:.2f} | {r[5]:.2f} | **{r[6]:.2f}x** |" for r in rows]
+    print("\n" + "\n".join(table))
+    if args.markdown:
+        args.markdown.write_text(f"{header}\n\n" + "\n".join(table) + "\n")
+        print(f"\nwrote {args.markdown}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

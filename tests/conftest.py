@@ -1,0 +1,40 @@
+"""Shared test helpers. Everything runs offline, on the CPU, in float32 unless a test says otherwise."""
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+
+@torch.no_grad()
+def randomize_(model: nn.Module, seed: int = 0) -> nn.Module:
+    """Give every parameter a random, non-trivial value (in place) and return the model.
+
+    Fresh models hide mistakes: timm starts class tokens at ~1e-6 and LayerScale at 1e-5, so a
+    misplaced token or a missing LayerScale would barely move the output. Here norms get weights
+    near 1, LayerScale gains lie in [0.5, 1], tokens and positions are N(0, 0.1^2), and all other
+    weights and biases N(0, 0.02^2).
+    """
+    g = torch.Generator().manual_seed(seed)
+    for name, p in model.named_parameters():
+        noise = torch.randn(p.shape, generator=g)
+        if name.endswith("gamma"):
+            p.copy_(0.5 + 0.5 * torch.rand(p.shape, generator=g))
+        elif p.ndim == 1 and "norm" in name and name.endswith("weight"):
+            p.copy_(1.0 + 0.1 * noise)
+        elif "token" in name or "pos_embed" in name:
+            p.copy_(0.1 * noise)
+        else:
+            p.copy_(0.02 * noise)
+    return model
+
+
+def max_diff(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Largest absolute difference; the shapes must agree."""
+    assert a.shape == b.shape, f"shape mismatch {tuple(a.shape)} vs {tuple(b.shape)}"
+    return (a.float() - b.float()).abs().max().item()
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
