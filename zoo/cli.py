@@ -3,12 +3,14 @@ no logic lives here.
 
     zoo list [PATTERN] [--pretrained] [--family F] [--json]
     zoo info NAME [--json]
+    zoo pretrain-mae [--config FILE] [--resume RUN_DIR] [--data digits|FOLDER] [--epochs N] ...
 """
 from __future__ import annotations
 
 import argparse
 import json
 import sys
+from pathlib import Path
 from typing import List, Optional, Sequence
 
 from . import __version__
@@ -95,6 +97,44 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _settings(cls, args: argparse.Namespace):
+    """defaults < the resumed run's config.yaml < --config < flags."""
+    from .config import resolve
+
+    configs = []
+    if getattr(args, "resume", None) is not None:
+        saved = Path(args.resume) / "config.yaml"
+        if not saved.is_file():
+            raise ValueError(f"--resume {args.resume}: no config.yaml there; give the run directory of an earlier run")
+        configs.append(saved)
+    if args.config is not None:
+        configs.append(args.config)
+    cfg = resolve(cls, args, configs)
+    if getattr(args, "resume", None) is not None:
+        cfg.out = Path(args.resume)  # a resumed run keeps writing into its own directory
+    return cfg
+
+
+def cmd_pretrain_mae(args: argparse.Namespace) -> int:
+    from .training.loop import NonFiniteLossError
+    from .training.mae import MAEPretrainConfig, pretrain_mae
+
+    cfg = _settings(MAEPretrainConfig, args)
+    try:
+        summary = pretrain_mae(cfg, resume=args.resume)
+    except NonFiniteLossError as e:
+        print(f"zoo pretrain-mae: stopped: {e}", file=sys.stderr)
+        return 1
+    if "finished" in summary:  # only the main process reports
+        state = "finished" if summary["finished"] else f"paused after epoch {summary['epochs']} (--resume continues)"
+        print(f"\n{state}: {summary['epochs']} epochs, {summary['steps']} optimizer steps, "
+              f"last epoch loss {summary['final_loss']:.4f}\nrun directory: {cfg.out}")
+        for name in ("reconstruction.png", "training_curves.png", "metrics.jsonl", "encoder"):
+            if (Path(cfg.out) / name).exists():
+                print(f"  {Path(cfg.out) / name}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="zoo", description="A model zoo for the Vision Transformer family (ViT, DeiT, Swin, DINOv2, MAE).")
@@ -113,6 +153,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name", help="variant name or alias, e.g. vit_b_16")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_info)
+
+    from .config import add_arguments
+    from .training.mae import MAEPretrainConfig
+
+    p = sub.add_parser(
+        "pretrain-mae", help="MAE pretraining on a folder of images or the built-in digits",
+        description="Masked-autoencoder pretraining (He et al. 2021): resumable, multi-process with torchrun, "
+                    "progress bar, JSONL log, loss and reconstruction figures; the encoder is saved as a ViT. "
+                    "Settings come from defaults < --config YAML < flags.")
+    p.add_argument("--config", type=Path, metavar="FILE", help="YAML file of settings (keys as the flags)")
+    p.add_argument("--resume", type=Path, metavar="RUN_DIR",
+                   help="continue this run from its latest checkpoint, with its config.yaml (flags override)")
+    add_arguments(p, MAEPretrainConfig)
+    p.set_defaults(func=cmd_pretrain_mae)
     return parser
 
 

@@ -243,12 +243,17 @@ class VisionTransformer(nn.Module):
             return checkpoint(block, x, None, num_queries, use_reentrant=False)
         return block(x, num_queries=num_queries)
 
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, C, H, W) -> (B, prefix + N, D): every token after the last block and the final norm."""
-        x = self._embed(x)
+    def forward_tokens(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, T, D) embedded tokens -> (B, T, D) after every block, before the final norm.
+
+        For callers that build their own token sequence (MAE feeds only the visible patches)."""
         for block in self.blocks:
             x = self._block(block, x)
-        return self.norm(x)
+        return x
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C, H, W) -> (B, prefix + N, D): every token after the last block and the final norm."""
+        return self.norm(self.forward_tokens(self._embed(x)))
 
     def pool(self, x: torch.Tensor) -> torch.Tensor:
         """(B, T, D) -> (B, D) by the model's global_pool; '' returns the tokens unchanged."""

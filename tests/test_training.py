@@ -1,0 +1,178 @@
+"""The shared training loop and `zoo pretrain-mae`, on real data (scikit-learn's digits)."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file
+
+import zoo
+from zoo.cli import main
+from zoo.training.checkpoint import find_checkpoint, save_checkpoint
+from zoo.training.distributed import init_distributed
+from zoo.training.loop import NonFiniteLossError, StepOutput, Trainer, TrainConfig
+from zoo.training.mae import MAEPretrainConfig, pretrain_mae
+
+MICRO = {"depth": 2, "embed_dim": 64, "num_heads": 2, "decoder_embed_dim": 64, "decoder_depth": 1}
+
+
+def micro_cfg(out: Path, **kw) -> MAEPretrainConfig:
+    base = dict(out=out, model_args=MICRO, batch_size=64, lr=1e-3, warmup_epochs=0.5, epochs=2, ckpt_every=1,
+                log_every=2, progress=False, num_held_out=4)
+    base.update(kw)
+    return MAEPretrainConfig(**base)
+
+
+def read_metrics(run: Path):
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_resume_continues_exactly(tmp_path):
+    straight = pretrain_mae(micro_cfg(tmp_path / "straight"))
+    paused = pretrain_mae(micro_cfg(tmp_path / "resumed", stop_after_epoch=1))
+    assert paused["finished"] is False and paused["epochs"] == 1
+    assert not (tmp_path / "resumed" / "encoder").exists()
+    resumed = pretrain_mae(micro_cfg(tmp_path / "resumed"), resume=tmp_path / "resumed")
+    assert resumed["finished"] and resumed["epochs"] == 2 and resumed["steps"] == straight["steps"]
+    a = load_file(str(find_checkpoint(tmp_path / "straight") / "model.safetensors"))
+    b = load_file(str(find_checkpoint(tmp_path / "resumed") / "model.safetensors"))
+    assert a.keys() == b.keys()
+    assert max((a[k] - b[k]).abs().max().item() for k in a) <= 1e-6
+    # the log of the resumed run reads like the straight one's: same steps, no duplicates
+    steps_a = [(r["kind"], r["step"]) for r in read_metrics(tmp_path / "straight")]
+    steps_b = [(r["kind"], r["step"]) for r in read_metrics(tmp_path / "resumed")]
+    assert steps_a == steps_b
+
+
+def test_short_run_on_digits_learns_and_writes_everything(tmp_path):
+    run = tmp_path / "run"
+    summary = pretrain_mae(micro_cfg(run, epochs=4, ckpt_every=2, keep_checkpoints=1))
+    records = read_metrics(run)
+    first = next(r for r in records if r["kind"] == "step")["loss"]
+    last = [r for r in records if r["kind"] == "epoch"][-1]["loss"]
+    assert last <= 0.7 * first, (first, last)  # at least 30% lower than at the first steps
+    for r in records:
+        assert {"kind", "epoch", "step", "loss", "lr", "img_per_s"} <= set(r)
+    assert [r["epoch"] for r in records if r["kind"] == "epoch"] == [0, 1, 2, 3]
+    assert (run / "reconstruction.png").stat().st_size > 10_000
+    assert sorted(p.name for p in (run / "reconstructions").iterdir()) == ["epoch_0002.png", "epoch_0004.png"]
+    assert (run / "training_curves.png").is_file()
+    assert [p.name for p in (run / "checkpoints").iterdir() if p.is_dir()] == ["epoch_0004"]  # keep 1
+    saved = yaml.safe_load((run / "config.yaml").read_text())
+    assert saved["model_args"] == MICRO and saved["epochs"] == 4
+    assert json.loads((run / "summary.json").read_text())["final_loss"] == pytest.approx(last)
+    # the encoder is an ordinary ViT directory that zoo.create loads
+    encoder = zoo.create(str(run / "encoder"))
+    assert type(encoder).__name__ == "VisionTransformer" and encoder.num_classes == 0
+    assert summary["encoder"] == str(run / "encoder")
+
+
+def test_pretrained_encoder_loads_into_the_plain_vit_apart_from_the_head(tmp_path):
+    run = tmp_path / "run"
+    pretrain_mae(micro_cfg(run, epochs=1))
+    weights = find_checkpoint(run) / "model.safetensors"
+    encoder_file = run / "encoder" / "model.safetensors"
+    vit = zoo.create("vit_tiny_patch16_224", img_size=32, patch_size=4, embed_dim=64, depth=2, num_heads=2,
+                     num_classes=10, checkpoint_path=str(encoder_file))
+    mae = zoo.create("mae_tiny_32", **MICRO)
+    mae.load_state_dict(load_file(str(weights)))
+    imgs = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert (vit.forward_features(imgs) - mae.encoder.forward_features(imgs)).abs().max() < 1e-5
+
+
+def test_folder_data_config_file_and_cli(tmp_path, capsys):
+    from PIL import Image
+    from sklearn.datasets import load_sample_images
+
+    folder = tmp_path / "photos" / "nested"
+    folder.mkdir(parents=True)
+    for i, photo in enumerate(load_sample_images().images):  # two real photos, cut into 48 tiles
+        for j in range(24):
+            y, x = divmod(j, 6)
+            Image.fromarray(photo[y * 100:(y + 1) * 100, x * 100:(x + 1) * 100]).save(folder / f"{i}_{j}.jpg")
+    config = tmp_path / "mae.yaml"
+    config.write_text(yaml.safe_dump({"model-args": MICRO, "batch_size": 8, "lr": 1e-3, "warmup_epochs": 0.5,
+                                      "epochs": 1, "num_held_out": 4, "progress": False}))
+    run = tmp_path / "run"
+    rc = main(["pretrain-mae", "--config", str(config), "--data", str(tmp_path / "photos"), "--out", str(run),
+               "--img-size", "32"])
+    out = capsys.readouterr().out
+    assert rc == 0 and "finished: 1 epochs, 5 optimizer steps" in out and str(run / "reconstruction.png") in out
+    assert yaml.safe_load((run / "config.yaml").read_text())["batch_size"] == 8
+
+    rc = main(["pretrain-mae", "--data", str(tmp_path / "nothing-here"), "--out", str(tmp_path / "x")])
+    assert rc == 2 and "not 'digits' and not a directory" in capsys.readouterr().err
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("epochz: 3\n")
+    rc = main(["pretrain-mae", "--config", str(bad)])
+    assert rc == 2 and "unknown setting 'epochz' (did you mean 'epochs'?)" in capsys.readouterr().err
+
+
+def test_two_process_gloo_run(tmp_path):
+    run = tmp_path / "ddp"
+    torchrun = Path(sys.executable).with_name("torchrun")
+    cmd = [str(torchrun), "--standalone", "--nproc_per_node", "2", "-m", "zoo", "pretrain-mae",
+           "--out", str(run), "--epochs", "1", "--batch-size", "32", "--lr", "1e-3", "--warmup-epochs", "0.5",
+           "--model-args", json.dumps(MICRO), "--no-progress", "--num-held-out", "4"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["world_size"] == 2 and summary["effective_batch"] == 64
+    assert summary["ranks_in_sync"] and len(summary["param_checksums"]) == 2
+    assert summary["param_checksums"][0] == summary["param_checksums"][1]
+    assert [p.name for p in (run / "checkpoints").iterdir() if p.is_dir()] == ["epoch_0001"]
+    assert proc.stdout.count("finished: 1 epochs") == 1  # only rank 0 reports
+    # 1437 training digits split over 2 ranks in batches of 32: 22 steps
+    assert summary["steps"] == 1437 // 2 // 32
+
+
+class _Boom(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.ones(3))
+
+
+def test_non_finite_loss_stops_with_the_step_and_keeps_the_last_checkpoint(tmp_path):
+    model = _Boom()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    from timm.scheduler import CosineLRScheduler
+
+    sched = CosineLRScheduler(opt, t_initial=100, t_in_epochs=False)
+    loader = torch.utils.data.DataLoader(torch.arange(40.0), batch_size=4)  # 10 steps per epoch
+    calls = {"n": 0}
+
+    def step(m, batch):
+        calls["n"] += 1
+        loss = (m.w.sum() - batch.mean()) ** 2
+        if calls["n"] == 14:  # epoch 2, batch 4
+            loss = loss * float("nan")
+        return StepOutput(loss, batch.shape[0])
+
+    cfg = TrainConfig(out_dir=tmp_path, epochs=3, ckpt_every=1, progress=False)
+    trainer = Trainer(cfg, model, opt, sched, loader, step, init_distributed("cpu"))
+    with pytest.raises(NonFiniteLossError, match=r"loss is nan at optimizer step 13 \(epoch 2, batch 4/10\); "
+                                                 r"the last good checkpoint is .*epoch_0001"):
+        trainer.train()
+    assert find_checkpoint(tmp_path).name == "epoch_0001"
+    assert load_file(str(find_checkpoint(tmp_path) / "model.safetensors"))["w"].isfinite().all()
+
+
+def test_checkpoints_are_atomic(tmp_path):
+    state = {"w": torch.ones(2)}
+    save_checkpoint(tmp_path, "epoch_0001", state, {"epoch": 1}, keep=2)
+    # a crash while writing epoch 2 leaves a temporary folder that nothing points at
+    (tmp_path / "checkpoints" / ".epoch_0002.tmp-999").mkdir()
+    assert find_checkpoint(tmp_path).name == "epoch_0001"
+    save_checkpoint(tmp_path, "epoch_0002", {"w": torch.zeros(2)}, {"epoch": 2}, keep=2)
+    save_checkpoint(tmp_path, "epoch_0003", {"w": torch.zeros(2)}, {"epoch": 3}, keep=2)
+    names = sorted(p.name for p in (tmp_path / "checkpoints").iterdir() if not p.name.startswith("."))
+    assert names == ["epoch_0002", "epoch_0003", "latest.json"]
+    assert find_checkpoint(tmp_path).name == "epoch_0003"
+    with pytest.raises(FileNotFoundError, match="no checkpoint there"):
+        find_checkpoint(tmp_path / "elsewhere")

@@ -1,0 +1,183 @@
+"""Datasets and transforms for zoo's commands.
+
+Two sources:
+- `digits`: scikit-learn's 1,797 real handwritten digits (8x8, 10 classes), upsampled to the
+  model's input size, 3 channels, split 80/20 (stratified, seeded) into train and test. Ships with
+  scikit-learn, so it works offline.
+- an image folder: any tree of image files. For label-free pretraining every image under the root
+  counts; for classification the root holds `train/` and `val/` (or `test/`) splits, each with one
+  sub-folder per class.
+
+Datasets yield float images in [0, 1] (C, H, W) before the transform; transforms resize, augment
+and normalise with the model's input config (mean, std, crop_pct, interpolation).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import Dataset
+from torchvision.transforms import InterpolationMode
+from torchvision.transforms import v2
+
+IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif", ".ppm")
+DIGITS = "digits"
+_INTERPOLATION = {"bicubic": InterpolationMode.BICUBIC, "bilinear": InterpolationMode.BILINEAR,
+                  "nearest": InterpolationMode.NEAREST}
+
+
+class DataError(ValueError):
+    """The data argument points at nothing usable; the message says what was found and expected."""
+
+
+# ------------------------------------------------------------------------------------- datasets
+class TensorImages(Dataset):
+    """In-memory images (N, C, H, W) in [0, 1], with optional integer labels."""
+
+    def __init__(self, images: torch.Tensor, labels: Optional[torch.Tensor] = None,
+                 transform: Optional[Callable] = None, classes: Optional[List[str]] = None) -> None:
+        self.images, self.labels, self.transform = images, labels, transform
+        self.classes = classes or []
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+    def __getitem__(self, i: int):
+        img = self.images[i]
+        if self.transform is not None:
+            img = self.transform(img)
+        return img if self.labels is None else (img, int(self.labels[i]))
+
+
+class ImageFiles(Dataset):
+    """Image files loaded with PIL as RGB, with optional integer labels."""
+
+    def __init__(self, paths: Sequence[Path], labels: Optional[Sequence[int]] = None,
+                 transform: Optional[Callable] = None, classes: Optional[List[str]] = None) -> None:
+        self.paths, self.labels, self.transform = list(paths), labels, transform
+        self.classes = classes or []
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int):
+        from PIL import Image
+
+        with Image.open(self.paths[i]) as im:
+            img = v2.functional.to_dtype(v2.functional.to_image(im.convert("RGB")), torch.float32, scale=True)
+        if self.transform is not None:
+            img = self.transform(img)
+        return img if self.labels is None else (img, int(self.labels[i]))
+
+
+def find_images(root: Path) -> List[Path]:
+    """Every image file under `root`, recursively, sorted."""
+    return sorted(p for p in root.rglob("*") if p.suffix.lower() in IMG_EXTENSIONS and p.is_file())
+
+
+def class_folder(root: Path) -> Tuple[List[Path], List[int], List[str]]:
+    """(paths, labels, class names) from one sub-folder per class, classes sorted by name."""
+    classes = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+    if not classes:
+        raise DataError(f"{root}: expected one sub-folder per class (e.g. {root}/cat/*.jpg), found none")
+    paths, labels = [], []
+    for idx, name in enumerate(classes):
+        files = find_images(root / name)
+        paths += files
+        labels += [idx] * len(files)
+    if not paths:
+        raise DataError(f"{root}: the class folders {classes[:5]} hold no images ({', '.join(IMG_EXTENSIONS)})")
+    return paths, labels, classes
+
+
+# --------------------------------------------------------------------------------------- digits
+@dataclass
+class DigitsSplit:
+    images: torch.Tensor  # (N, 3, S, S) float in [0, 1]
+    labels: torch.Tensor  # (N,) int64
+
+
+def load_digits_split(img_size: int = 32, seed: int = 0, test_fraction: float = 0.2) -> dict:
+    """scikit-learn's digits as {'train': DigitsSplit, 'test': DigitsSplit}: 8x8 images upsampled
+    (bilinear) to img_size, grey repeated to 3 channels, stratified split with `seed`."""
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    digits = load_digits()
+    images = torch.from_numpy(digits.images.astype(np.float32) / 16.0).unsqueeze(1)  # (N, 1, 8, 8)
+    images = F.interpolate(images, size=(img_size, img_size), mode="bilinear", align_corners=False)
+    images = images.clamp_(0, 1).expand(-1, 3, -1, -1).contiguous()  # (N, 3, S, S)
+    labels = torch.from_numpy(digits.target.astype(np.int64))
+    idx_train, idx_test = train_test_split(np.arange(len(labels)), test_size=test_fraction,
+                                           stratify=digits.target, random_state=seed)
+    return {"train": DigitsSplit(images[idx_train], labels[idx_train]),
+            "test": DigitsSplit(images[idx_test], labels[idx_test])}
+
+
+DIGIT_CLASSES = [str(i) for i in range(10)]
+
+
+# ----------------------------------------------------------------------------------- transforms
+def _size(img_size) -> Tuple[int, int]:
+    return (img_size, img_size) if isinstance(img_size, int) else (int(img_size[0]), int(img_size[1]))
+
+
+def pretrain_transform(input_cfg: dict, crop_scale: Tuple[float, float] = (0.2, 1.0), hflip: float = 0.5):
+    """MAE's augmentation: RandomResizedCrop(scale) + horizontal flip, then normalise."""
+    ops = [v2.RandomResizedCrop(_size(input_cfg["img_size"]), scale=tuple(crop_scale),
+                                interpolation=_INTERPOLATION[input_cfg["interpolation"]], antialias=True)]
+    if hflip > 0:
+        ops.append(v2.RandomHorizontalFlip(hflip))
+    ops.append(v2.Normalize(input_cfg["mean"], input_cfg["std"]))
+    return v2.Compose(ops)
+
+
+def eval_transform(input_cfg: dict):
+    """Resize the short side to size / crop_pct, center-crop to size, normalise (timm's eval recipe)."""
+    h, w = _size(input_cfg["img_size"])
+    scale = math.floor(max(h, w) / input_cfg["crop_pct"])
+    return v2.Compose([
+        v2.Resize(scale, interpolation=_INTERPOLATION[input_cfg["interpolation"]], antialias=True),
+        v2.CenterCrop((h, w)),
+        v2.Normalize(input_cfg["mean"], input_cfg["std"]),
+    ])
+
+
+def denormalize(images: torch.Tensor, input_cfg: dict) -> torch.Tensor:
+    """Undo `Normalize`: (B, C, H, W) model inputs -> [0, 1] images for display."""
+    mean = torch.tensor(input_cfg["mean"], dtype=images.dtype, device=images.device).view(1, -1, 1, 1)
+    std = torch.tensor(input_cfg["std"], dtype=images.dtype, device=images.device).view(1, -1, 1, 1)
+    return (images * std + mean).clamp(0, 1)
+
+
+# ------------------------------------------------------------------------------ pretraining data
+def pretrain_datasets(data: str, transform, held_out_transform, num_held_out: int = 8, seed: int = 0,
+                      img_size: int = 32):
+    """(train dataset, held-out dataset) of unlabeled images for self-supervised pretraining.
+
+    `data` is "digits" (train split for training, the first images of the test split held out) or a
+    folder of images, searched recursively; `num_held_out` of them (seeded choice) are kept out of
+    training for the reconstruction figures.
+    """
+    if data == DIGITS:
+        split = load_digits_split(img_size=img_size, seed=seed)
+        return (TensorImages(split["train"].images, transform=transform),
+                TensorImages(split["test"].images[:num_held_out], transform=held_out_transform))
+    root = Path(data).expanduser()
+    if not root.is_dir():
+        raise DataError(f"--data {data!r}: not 'digits' and not a directory; give a folder of images "
+                        f"(searched recursively) or 'digits'")
+    paths = find_images(root)
+    if len(paths) <= num_held_out:
+        raise DataError(f"{root}: found {len(paths)} image(s) ({', '.join(IMG_EXTENSIONS)}); need more than "
+                        f"{num_held_out} (that many are held out for the reconstruction figures)")
+    order = np.random.default_rng(seed).permutation(len(paths))
+    held = set(order[:num_held_out].tolist())
+    train = [p for i, p in enumerate(paths) if i not in held]
+    return (ImageFiles(train, transform=transform),
+            ImageFiles([paths[i] for i in sorted(held)], transform=held_out_transform))

@@ -1,0 +1,83 @@
+"""Training checkpoints: written atomically, found again for `--resume`.
+
+A run directory holds `checkpoints/epoch_0003/` folders, each with
+- `model.safetensors`: the model's weights (safetensors: loading them cannot run code), and
+- `state.pt`: optimizer, scheduler, grad-scaler, RNG and step state (tensors and plain Python
+  values only, read back with `torch.load(weights_only=True)`),
+and `checkpoints/latest.json` naming the newest complete one. A checkpoint is written into a
+temporary folder and renamed into place; `latest.json` is replaced atomically afterwards. A run
+killed at any moment therefore leaves the previous checkpoint intact and pointed to.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Dict, Optional, Tuple
+
+import torch
+from safetensors.torch import load_file, save_file
+
+LATEST = "latest.json"
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write `text` to `path` via a temporary file in the same folder and an atomic rename."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def save_checkpoint(run_dir: Path, name: str, model_state: Dict[str, torch.Tensor], train_state: dict,
+                    keep: int = 2) -> Path:
+    """Write `run_dir/checkpoints/<name>/` atomically, point latest.json at it, keep the newest `keep`."""
+    root = Path(run_dir) / "checkpoints"
+    root.mkdir(parents=True, exist_ok=True)
+    final = root / name
+    tmp = root / f".{name}.tmp-{os.getpid()}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+    save_file({k: v.detach().cpu().contiguous() for k, v in model_state.items()}, str(tmp / "model.safetensors"))
+    torch.save(train_state, tmp / "state.pt")
+    if final.exists():  # re-saving the same epoch (e.g. after a resume): replace the old copy
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    atomic_write_text(root / LATEST, json.dumps({"checkpoint": name}) + "\n")
+    if keep > 0:
+        done = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+        for old in done[:-keep]:
+            if old != final:
+                shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def find_checkpoint(path: Path) -> Path:
+    """A checkpoint folder from a run directory (its latest checkpoint) or a checkpoint folder itself."""
+    path = Path(path)
+    if (path / "model.safetensors").is_file() and (path / "state.pt").is_file():
+        return path
+    latest = path / "checkpoints" / LATEST
+    if latest.is_file():
+        ckpt = path / "checkpoints" / json.loads(latest.read_text())["checkpoint"]
+        if (ckpt / "model.safetensors").is_file():
+            return ckpt
+        raise FileNotFoundError(f"{latest} names {ckpt.name}, which is missing or incomplete")
+    raise FileNotFoundError(
+        f"--resume {path}: no checkpoint there; expected a run directory with checkpoints/{LATEST} "
+        f"or a checkpoint folder holding model.safetensors and state.pt")
+
+
+def load_checkpoint(path: Path) -> Tuple[Path, Dict[str, torch.Tensor], dict]:
+    """(checkpoint folder, model weights, training state) for `find_checkpoint(path)`."""
+    ckpt = find_checkpoint(path)
+    return ckpt, load_file(str(ckpt / "model.safetensors")), torch.load(ckpt / "state.pt", weights_only=True)
+
+
+def latest_checkpoint(run_dir: Path) -> Optional[Path]:
+    try:
+        return find_checkpoint(run_dir)
+    except FileNotFoundError:
+        return None

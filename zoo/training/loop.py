@@ -1,0 +1,313 @@
+"""The one training loop that MAE pretraining and fine-tuning share.
+
+A command builds its model, data loader, optimizer and scheduler, and a `step` function
+`(model, batch) -> StepOutput`; `Trainer` does the rest:
+
+- epochs over the loader (a `DistributedSampler`, reshuffled per epoch), gradient accumulation,
+  mixed precision (bf16 autocast on CPU or CUDA; fp16 with a gradient scaler on CUDA), optional
+  gradient clipping, a per-iteration learning-rate schedule (`scheduler.step_update(step)`, timm's
+  schedulers);
+- DistributedDataParallel when launched by torchrun (gloo on CPU, nccl on CUDA); only the main
+  process writes;
+- a tqdm progress bar (loss, lr, images/s), a JSONL metrics log (`metrics.jsonl`), and a curves
+  PNG (`training_curves.png`) at each checkpoint;
+- atomic checkpoints every `ckpt_every` epochs and at the end (weights as safetensors plus
+  optimizer, scheduler, scaler, RNG and step state; see checkpoint.py), and `resume` that
+  continues exactly where the checkpoint stopped;
+- a loss that is not finite stops the run with `NonFiniteLossError` naming the step; the last
+  good checkpoint is kept.
+
+Command-specific work (validation, EMA weights, reconstruction figures, early stopping) plugs in
+through `Callback`s.
+"""
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+from .checkpoint import atomic_write_text, latest_checkpoint, load_checkpoint, save_checkpoint
+from .distributed import DistInfo, all_gather_objects, all_reduce
+from .plots import plot_training_curves, read_jsonl
+
+PRECISIONS = ("fp32", "bf16", "fp16")
+
+
+class NonFiniteLossError(RuntimeError):
+    """The training loss became NaN or infinite; the message names the step and the last checkpoint."""
+
+
+@dataclass
+class StepOutput:
+    loss: torch.Tensor  # scalar, what backward() runs on
+    batch_size: int  # images in this process's batch
+    logs: Dict[str, float] = field(default_factory=dict)  # extra per-step numbers to average and log
+
+
+@dataclass
+class TrainConfig:
+    out_dir: Path
+    epochs: int
+    accum_iter: int = 1
+    precision: str = "fp32"
+    clip_grad: Optional[float] = None
+    ckpt_every: int = 1
+    keep_checkpoints: int = 2
+    log_every: int = 10
+    seed: int = 0
+    progress: bool = True
+    stop_after_epoch: Optional[int] = None  # pause (with a checkpoint) after this epoch; resume continues
+
+
+class Callback:
+    """Hooks into `Trainer`. All methods are optional."""
+
+    name = "callback"
+
+    def on_epoch_end(self, trainer: "Trainer", epoch: int) -> Dict[str, float]:
+        """Runs on every process after each epoch; returned numbers join the epoch's log record."""
+        return {}
+
+    def on_checkpoint(self, trainer: "Trainer", epoch: int) -> None:
+        """Runs on the main process after each checkpoint is written (figures, exports)."""
+
+    def on_train_end(self, trainer: "Trainer") -> None:
+        """Runs on every process when training finishes normally."""
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
+
+
+def autocast(device: torch.device, precision: str):
+    """The autocast context for `precision` ('fp32' = none)."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    if precision == "fp32":
+        return nullcontext()
+    if precision == "fp16" and device.type != "cuda":
+        raise ValueError("precision 'fp16' needs a CUDA device; on the CPU use 'bf16' or 'fp32'")
+    return torch.autocast(device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _rng_state() -> dict:
+    state = {"torch": torch.get_rng_state(), "python": random.getstate()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+class Trainer:
+    def __init__(
+        self,
+        cfg: TrainConfig,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        scheduler: Any,
+        loader: torch.utils.data.DataLoader,
+        step_fn: Callable[[nn.Module, Any], StepOutput],
+        dist: DistInfo,
+        callbacks: Sequence[Callback] = (),
+    ) -> None:
+        if cfg.accum_iter < 1 or cfg.epochs < 1 or cfg.ckpt_every < 1:
+            raise ValueError("epochs, accum_iter and ckpt_every must be >= 1")
+        if len(loader) == 0:
+            raise ValueError("the training data loader is empty: fewer images than one batch "
+                             "(batches are full: drop_last); lower --batch-size or add data")
+        self.cfg, self.dist = cfg, dist
+        self.model = model  # the unwrapped model: checkpoints, callbacks and exports use this one
+        self.train_model = (DistributedDataParallel(model, device_ids=[dist.device] if dist.device.type == "cuda"
+                                                    else None) if dist.distributed else model)
+        self.optimizer, self.scheduler, self.loader, self.step_fn = optimizer, scheduler, loader, step_fn
+        self.callbacks = list(callbacks)
+        self.scaler = torch.amp.GradScaler(dist.device.type, enabled=cfg.precision == "fp16")
+        self.out_dir = Path(cfg.out_dir)
+        self.metrics_path = self.out_dir / "metrics.jsonl"
+        self.epoch = 0  # the next epoch to run
+        self.global_step = 0  # optimizer updates done
+        self.stop_requested = False  # a callback may set this (early stopping)
+        self.last_checkpoint: Optional[Path] = None
+        self.epoch_logs: List[dict] = []
+
+    # --------------------------------------------------------------------------------- helpers
+    @property
+    def updates_per_epoch(self) -> int:
+        return math.ceil(len(self.loader) / self.cfg.accum_iter)
+
+    def lr(self) -> float:
+        return max(group["lr"] for group in self.optimizer.param_groups)
+
+    def log(self, record: dict) -> None:
+        """Append one JSON line to metrics.jsonl (main process only)."""
+        if self.dist.is_main:
+            with open(self.metrics_path, "a") as f:
+                f.write(json.dumps(record) + "\n")
+
+    # ----------------------------------------------------------------------------- checkpoints
+    def save(self) -> Path:
+        """Checkpoint after the epoch just finished (self.epoch - 1). Every process takes part (RNG)."""
+        rngs = all_gather_objects(_rng_state()) if self.dist.distributed else [_rng_state()]
+        path = None
+        if self.dist.is_main:
+            state = {
+                "epoch": self.epoch, "global_step": self.global_step,
+                "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                "scaler": self.scaler.state_dict(), "rng": rngs,
+                "callbacks": {cb.name: cb.state_dict() for cb in self.callbacks},
+            }
+            path = save_checkpoint(self.out_dir, f"epoch_{self.epoch:04d}", self.model.state_dict(), state,
+                                   keep=self.cfg.keep_checkpoints)
+            self.last_checkpoint = path
+            plot_training_curves(self.metrics_path, self.out_dir / "training_curves.png")
+            for cb in self.callbacks:
+                cb.on_checkpoint(self, self.epoch - 1)
+        return path
+
+    def resume(self, run_or_checkpoint: Path) -> Path:
+        """Restore weights, optimizer, scheduler, scaler, RNG, step and callback state."""
+        ckpt, weights, state = load_checkpoint(run_or_checkpoint)
+        self.model.load_state_dict(weights, strict=True)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        rngs = state["rng"]
+        _set_rng_state(rngs[self.dist.rank] if len(rngs) == self.dist.world_size else rngs[0])
+        for cb in self.callbacks:
+            cb.load_state_dict(state["callbacks"].get(cb.name, {}))
+        self.epoch, self.global_step = int(state["epoch"]), int(state["global_step"])
+        self.last_checkpoint = ckpt
+        if self.dist.is_main:  # drop log lines written after this checkpoint by an interrupted run
+            kept = [r for r in read_jsonl(self.metrics_path)
+                    if r.get("step", 0) <= self.global_step and r.get("epoch", -1) < self.epoch]
+            atomic_write_text(self.metrics_path, "".join(json.dumps(r) + "\n" for r in kept))
+            self.epoch_logs = [r for r in kept if r.get("kind") == "epoch"]
+        return ckpt
+
+    # -------------------------------------------------------------------------------- training
+    def train(self, resume: Optional[Path] = None) -> dict:
+        """Run (or continue) training to `cfg.epochs`; returns a summary dict."""
+        if self.dist.is_main:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+        if resume is not None:
+            self.resume(resume)
+        elif self.dist.is_main and self.metrics_path.exists():
+            self.metrics_path.unlink()  # a fresh run owns its log
+        sampler = getattr(self.loader, "sampler", None)
+        while self.epoch < self.cfg.epochs and not self.stop_requested:
+            if hasattr(sampler, "set_epoch"):
+                sampler.set_epoch(self.epoch)
+            record = self._train_epoch(self.epoch)
+            for cb in self.callbacks:
+                record.update(cb.on_epoch_end(self, self.epoch))
+            self.log(record)
+            self.epoch_logs.append(record)
+            self.epoch += 1
+            pause = self.cfg.stop_after_epoch is not None and self.epoch >= self.cfg.stop_after_epoch
+            last = self.epoch == self.cfg.epochs or self.stop_requested or pause
+            if self.epoch % self.cfg.ckpt_every == 0 or last:
+                self.save()
+            if pause:
+                break
+        for cb in self.callbacks:
+            cb.on_train_end(self)
+        checksums = all_gather_objects(float(sum(p.detach().double().sum() for p in self.model.parameters())))
+        return {"epochs": self.epoch, "steps": self.global_step,
+                "final_loss": self.epoch_logs[-1]["loss"] if self.epoch_logs else None,
+                "checkpoint": str(self.last_checkpoint) if self.last_checkpoint else None,
+                "param_checksums": checksums, "ranks_in_sync": len(set(checksums)) == 1}
+
+    def _train_epoch(self, epoch: int) -> dict:
+        cfg, model, opt = self.cfg, self.train_model, self.optimizer
+        model.train()
+        accum = cfg.accum_iter
+        n_batches = len(self.loader)
+        bar = None
+        if cfg.progress and self.dist.is_main:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=n_batches, desc=f"epoch {epoch + 1}/{cfg.epochs}", dynamic_ncols=True, leave=True)
+        epoch_loss, epoch_images, window_loss, window_n, window_images = 0.0, 0, 0.0, 0, 0
+        extra_sums: Dict[str, float] = {}
+        window_start = epoch_start = time.perf_counter()
+        opt.zero_grad(set_to_none=True)
+        for i, batch in enumerate(self.loader):
+            last_micro = (i + 1) % accum == 0 or i + 1 == n_batches
+            if (i % accum) == 0:
+                self.scheduler.step_update(self.global_step)  # lr for the update about to happen
+            sync = nullcontext() if last_micro or not self.dist.distributed else model.no_sync()
+            with sync:
+                with autocast(self.dist.device, cfg.precision):
+                    out = self.step_fn(model, batch)
+                finite = torch.tensor(float(torch.isfinite(out.loss.detach()).all()), device=self.dist.device)
+                if all_reduce(finite, "min").item() < 1:
+                    where = f"the last good checkpoint is {self.last_checkpoint}" if self.last_checkpoint \
+                        else "no checkpoint was written yet"
+                    raise NonFiniteLossError(
+                        f"loss is {out.loss.item()} at optimizer step {self.global_step} (epoch {epoch + 1}, "
+                        f"batch {i + 1}/{n_batches}); {where}. Lower the learning rate, set --clip-grad, "
+                        f"or use --precision fp32")
+                self.scaler.scale(out.loss / accum).backward()
+            if last_micro:
+                if cfg.clip_grad:
+                    self.scaler.unscale_(opt)
+                    nn.utils.clip_grad_norm_(self.model.parameters(), cfg.clip_grad)
+                self.scaler.step(opt)
+                self.scaler.update()
+                opt.zero_grad(set_to_none=True)
+                self.global_step += 1
+
+            loss = out.loss.item()
+            images = out.batch_size * self.dist.world_size
+            epoch_loss += loss * out.batch_size
+            epoch_images += out.batch_size
+            window_loss += loss
+            window_n += 1
+            window_images += images
+            for k, v in out.logs.items():
+                extra_sums[k] = extra_sums.get(k, 0.0) + v * out.batch_size
+            if bar is not None:
+                elapsed = time.perf_counter() - window_start
+                bar.set_postfix(loss=f"{window_loss / window_n:.4f}", lr=f"{self.lr():.2e}",
+                                img_s=f"{window_images / max(elapsed, 1e-9):.1f}", refresh=False)
+                bar.update(1)
+            if last_micro and self.global_step % cfg.log_every == 0:
+                elapsed = time.perf_counter() - window_start
+                self.log({"kind": "step", "epoch": epoch, "step": self.global_step, "loss": window_loss / window_n,
+                          "lr": self.lr(), "img_per_s": window_images / max(elapsed, 1e-9)})
+                window_loss, window_n, window_images, window_start = 0.0, 0, 0, time.perf_counter()
+        if bar is not None:
+            bar.close()
+        # average over processes so every rank logs (and callbacks see) the same epoch numbers
+        totals = torch.tensor([epoch_loss, float(epoch_images)] + list(extra_sums.values()), dtype=torch.float64)
+        totals = all_reduce(totals)
+        seconds = time.perf_counter() - epoch_start
+        record = {"kind": "epoch", "epoch": epoch, "step": self.global_step, "loss": totals[0].item() / totals[1].item(),
+                  "lr": self.lr(), "img_per_s": totals[1].item() / seconds, "seconds": seconds}
+        for (k, _), v in zip(extra_sums.items(), totals[2:].tolist()):
+            record[k] = v / totals[1].item()
+        return record

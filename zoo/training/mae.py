@@ -1,0 +1,177 @@
+"""`zoo pretrain-mae`: masked-autoencoder pretraining (He et al. 2021) as a whole job.
+
+    from zoo.training.mae import MAEPretrainConfig, pretrain_mae
+    summary = pretrain_mae(MAEPretrainConfig(data="digits", epochs=20, out=Path("runs/mae")))
+
+The recipe is the paper's: RandomResizedCrop(scale 0.2-1) + flip; AdamW(0.9, 0.95), weight decay
+0.05 except biases, norms, positions and tokens; lr = blr x effective batch / 256; per-iteration
+linear warmup then half-cycle cosine; 75% masking; normalised-pixel loss. The run directory gets
+`config.yaml`, `metrics.jsonl`, `training_curves.png`, `reconstruction.png` (and one per
+checkpoint under `reconstructions/`), `checkpoints/`, `summary.json`, and the trained encoder as an
+ordinary ViT under `encoder/`.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, Optional, Tuple
+
+import torch
+import yaml
+from timm.optim import param_groups_weight_decay
+from timm.scheduler import CosineLRScheduler
+from torch.utils.data import DataLoader, DistributedSampler
+
+from .. import registry
+from ..config import setting, to_dict
+from ..data import denormalize, eval_transform, pretrain_datasets, pretrain_transform
+from .distributed import DistInfo, cleanup_distributed, init_distributed
+from .loop import PRECISIONS, Callback, StepOutput, Trainer, TrainConfig, seed_everything
+from .plots import plot_reconstructions
+
+
+@dataclass
+class MAEPretrainConfig:
+    model: str = setting("mae_vit_tiny_patch4_dec128d2b", "a registered MAE variant (zoo list 'mae*')")
+    model_args: Dict[str, Any] = setting({}, "extra model arguments as YAML, e.g. '{depth: 4, drop_path_rate: 0.1}'")
+    data: str = setting("digits", "'digits' or a folder of images, searched recursively (no labels needed)")
+    out: Path = setting(Path("runs/pretrain-mae"), "run directory (created; holds checkpoints, logs, figures)")
+    epochs: int = setting(100, "epochs in the whole run (the schedule's length)")
+    batch_size: int = setting(128, "images per process per step")
+    accum_iter: int = setting(1, "gradient accumulation steps per optimizer update")
+    blr: float = setting(1.5e-4, "base learning rate; lr = blr * effective batch / 256")
+    lr: Optional[float] = setting(None, "absolute learning rate; overrides --blr")
+    min_lr: float = setting(0.0, "learning rate at the end of the cosine")
+    weight_decay: float = setting(0.05, "AdamW weight decay (not applied to biases, norms, positions, tokens)")
+    warmup_epochs: float = setting(10.0, "linear warmup length in epochs (fractions allowed)")
+    mask_ratio: float = setting(0.75, "fraction of patches removed")
+    norm_pix_loss: bool = setting(True, "predict per-patch normalised pixels")
+    img_size: Optional[int] = setting(None, "input size (default: the model's)")
+    crop_scale: Tuple[float, float] = setting((0.2, 1.0), "RandomResizedCrop area range")
+    hflip: float = setting(0.5, "horizontal flip probability")
+    precision: str = setting("fp32", "fp32, bf16 (autocast, CPU or CUDA) or fp16 (CUDA, with a grad scaler)",
+                             choices=PRECISIONS)
+    clip_grad: Optional[float] = setting(None, "clip the gradient norm to this value")
+    ckpt_every: int = setting(10, "write a checkpoint every N epochs (and always at the end)")
+    keep_checkpoints: int = setting(2, "checkpoints kept on disk (the newest)")
+    stop_after_epoch: Optional[int] = setting(None, "stop after this epoch, with a checkpoint; --resume continues")
+    log_every: int = setting(10, "optimizer steps between metrics.jsonl lines")
+    seed: int = setting(0, "random seed (data order, augmentation, masking, initialisation)")
+    workers: int = setting(0, "data-loading worker processes per training process")
+    device: str = setting("auto", "auto, cpu, cuda or cuda:N")
+    num_held_out: int = setting(8, "held-out images shown in the reconstruction figures")
+    grad_checkpointing: bool = setting(False, "recompute encoder activations in backward (less memory)")
+    progress: bool = setting(True, "show a progress bar")
+
+
+class ReconstructionFigures(Callback):
+    """At each checkpoint: reconstruct the fixed held-out images with a fixed masking and save the grid."""
+
+    name = "reconstructions"
+
+    def __init__(self, held_out, input_cfg: dict, out_dir: Path, seed: int) -> None:
+        self.images = torch.stack([held_out[i] for i in range(len(held_out))])  # (K, C, H, W), normalised
+        self.input_cfg, self.out_dir, self.seed = input_cfg, Path(out_dir), seed
+
+    @torch.no_grad()
+    def on_checkpoint(self, trainer: Trainer, epoch: int) -> None:
+        model = trainer.model
+        was_training = model.training
+        model.eval()
+        imgs = self.images.to(trainer.dist.device)
+        N = model.grid_size[0] * model.grid_size[1]
+        noise = torch.rand(imgs.shape[0], N, generator=torch.Generator().manual_seed(self.seed)).to(imgs.device)
+        loss, pred, mask = model(imgs, noise=noise)
+        recon, pasted, removed = model.reconstruct(imgs, pred, mask)
+        show = lambda t: denormalize(t, self.input_cfg)  # noqa: E731
+        folder = self.out_dir / "reconstructions"
+        folder.mkdir(exist_ok=True)
+        png = plot_reconstructions(show(imgs), removed.clamp(0, 1), show(recon), show(pasted),
+                                   folder / f"epoch_{epoch + 1:04d}.png",
+                                   title=f"epoch {epoch + 1}: held-out images, loss {loss.item():.3f}")
+        shutil.copyfile(png, self.out_dir / "reconstruction.png")
+        model.train(was_training)
+
+
+def build_mae(cfg: MAEPretrainConfig):
+    overrides = {**cfg.model_args, "mask_ratio": cfg.mask_ratio, "norm_pix_loss": cfg.norm_pix_loss}
+    if cfg.img_size is not None:
+        overrides["img_size"] = cfg.img_size
+    info = registry.model_info(cfg.model)
+    if info.family != "mae":
+        raise ValueError(f"--model {cfg.model}: family {info.family!r} is not an MAE model; "
+                         f"choose one of {', '.join(registry.list_models(family='mae'))}")
+    return registry.create(cfg.model, **overrides)
+
+
+def pretrain_mae(cfg: MAEPretrainConfig, resume: Optional[Path] = None, dist: Optional[DistInfo] = None) -> dict:
+    """Run MAE pretraining; returns a summary (also written to `summary.json`). `resume` is a run
+    directory or checkpoint folder to continue from."""
+    own_dist = dist is None
+    dist = dist or init_distributed(cfg.device)
+    try:
+        return _pretrain(cfg, resume, dist)
+    finally:
+        if own_dist:
+            cleanup_distributed()
+
+
+def _pretrain(cfg: MAEPretrainConfig, resume: Optional[Path], dist: DistInfo) -> dict:
+    seed_everything(cfg.seed + dist.rank)
+    model = build_mae(cfg).to(dist.device)
+    model.set_grad_checkpointing(cfg.grad_checkpointing)
+    input_cfg = model.zoo_config["input"]
+    train_ds, held_out = pretrain_datasets(
+        cfg.data, pretrain_transform(input_cfg, cfg.crop_scale, cfg.hflip), eval_transform(input_cfg),
+        num_held_out=cfg.num_held_out, seed=cfg.seed, img_size=input_cfg["img_size"][0])
+    sampler = DistributedSampler(train_ds, num_replicas=dist.world_size, rank=dist.rank, shuffle=True,
+                                 seed=cfg.seed, drop_last=True)
+    loader = DataLoader(train_ds, batch_size=cfg.batch_size, sampler=sampler, num_workers=cfg.workers,
+                        drop_last=True, pin_memory=dist.device.type == "cuda",
+                        persistent_workers=cfg.workers > 0)
+
+    eff_batch = cfg.batch_size * cfg.accum_iter * dist.world_size
+    lr = cfg.lr if cfg.lr is not None else cfg.blr * eff_batch / 256
+    groups = param_groups_weight_decay(model, cfg.weight_decay, no_weight_decay_list=model.no_weight_decay())
+    optimizer = torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.95))
+    trainer_cfg = TrainConfig(out_dir=cfg.out, epochs=cfg.epochs, accum_iter=cfg.accum_iter, precision=cfg.precision,
+                              clip_grad=cfg.clip_grad, ckpt_every=cfg.ckpt_every, keep_checkpoints=cfg.keep_checkpoints,
+                              log_every=cfg.log_every, seed=cfg.seed, progress=cfg.progress,
+                              stop_after_epoch=cfg.stop_after_epoch)
+    updates_per_epoch = -(-len(loader) // cfg.accum_iter)
+    total, warmup = cfg.epochs * updates_per_epoch, round(cfg.warmup_epochs * updates_per_epoch)
+    if warmup >= total:
+        raise ValueError(f"--warmup-epochs {cfg.warmup_epochs} covers the whole run of {cfg.epochs} epochs; "
+                         f"use fewer warmup epochs")
+    scheduler = CosineLRScheduler(optimizer, t_initial=total - warmup, lr_min=cfg.min_lr, warmup_t=warmup,
+                                  warmup_lr_init=0.0, warmup_prefix=True, t_in_epochs=False)
+
+    def step(train_model, imgs) -> StepOutput:
+        imgs = imgs.to(dist.device, non_blocking=True)
+        loss, _, _ = train_model(imgs)
+        return StepOutput(loss=loss, batch_size=imgs.shape[0])
+
+    callbacks = [ReconstructionFigures(held_out, input_cfg, cfg.out, cfg.seed)]
+    trainer = Trainer(trainer_cfg, model, optimizer, scheduler, loader, step, dist, callbacks)
+    if dist.is_main:
+        Path(cfg.out).mkdir(parents=True, exist_ok=True)
+        (Path(cfg.out) / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+    summary = trainer.train(resume=resume)
+    summary.update({"model": cfg.model, "lr": lr, "effective_batch": eff_batch, "world_size": dist.world_size,
+                    "train_images": len(train_ds), "out": str(cfg.out)})
+    if dist.is_main:
+        finished = trainer.epoch >= cfg.epochs
+        if finished:
+            summary["encoder"] = str(export_encoder(model, Path(cfg.out) / "encoder"))
+        summary["finished"] = finished
+        (Path(cfg.out) / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+def export_encoder(model, out_dir: Path) -> Path:
+    """Save the MAE encoder as an ordinary ViT checkpoint directory (see zoo.save_pretrained)."""
+    from ..hub import save_pretrained
+
+    return save_pretrained(model.encoder, out_dir)
