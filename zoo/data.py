@@ -156,8 +156,7 @@ def denormalize(images: torch.Tensor, input_cfg: dict) -> torch.Tensor:
 
 
 # ------------------------------------------------------------------------------ pretraining data
-def pretrain_datasets(data: str, transform, held_out_transform, num_held_out: int = 8, seed: int = 0,
-                      img_size: int = 32):
+def pretrain_datasets(data: str, transform, held_out_transform, num_held_out: int = 8, seed: int = 0):
     """(train dataset, held-out dataset) of unlabeled images for self-supervised pretraining.
 
     `data` is "digits" (train split for training, the first images of the test split held out) or a
@@ -165,7 +164,7 @@ def pretrain_datasets(data: str, transform, held_out_transform, num_held_out: in
     training for the reconstruction figures.
     """
     if data == DIGITS:
-        split = load_digits_split(img_size=img_size, seed=seed)
+        split = load_digits_split(seed=seed)  # 32x32; the transforms resize to the model's input
         return (TensorImages(split["train"].images, transform=transform),
                 TensorImages(split["test"].images[:num_held_out], transform=held_out_transform))
     root = Path(data).expanduser()
@@ -181,3 +180,71 @@ def pretrain_datasets(data: str, transform, held_out_transform, num_held_out: in
     train = [p for i, p in enumerate(paths) if i not in held]
     return (ImageFiles(train, transform=transform),
             ImageFiles([paths[i] for i in sorted(held)], transform=held_out_transform))
+
+
+# ---------------------------------------------------------------------------- classification data
+@dataclass
+class LabeledSplits:
+    """Train and evaluation splits of a classification dataset (datasets yield (image, label))."""
+
+    train: Dataset
+    eval: Dataset
+    train_labels: torch.Tensor
+    eval_labels: torch.Tensor
+    classes: List[str]
+    eval_name: str  # "test" or "val"
+    data_id: str  # identifies the exact files / split, for caches
+
+
+def _files_id(paths: Sequence[Path], root: Path) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    for p in paths:
+        st = p.stat()
+        h.update(f"{p.relative_to(root)}:{st.st_size}:{st.st_mtime_ns};".encode())
+    return h.hexdigest()[:24]
+
+
+def classification_splits(data: str, train_transform, eval_transform_, seed: int = 0,
+                          eval_split: Optional[str] = None, val_split: bool = False) -> LabeledSplits:
+    """`data` = "digits" (stratified 80/20 train/test, seeded) or a folder holding `train/` and
+    `val/` and/or `test/`, each with one sub-folder per class. The evaluation split is `test/` when
+    present, else `val/` (or the one named by `eval_split`); with `val_split=True` it is `val/`."""
+    if data == DIGITS:
+        split = load_digits_split(seed=seed)  # 32x32; the transforms resize to the model's input
+        return LabeledSplits(
+            TensorImages(split["train"].images, split["train"].labels, train_transform, DIGIT_CLASSES),
+            TensorImages(split["test"].images, split["test"].labels, eval_transform_, DIGIT_CLASSES),
+            split["train"].labels, split["test"].labels, DIGIT_CLASSES, "test",
+            f"digits:seed={seed}")
+    root = Path(data).expanduser()
+    if not (root / "train").is_dir():
+        raise DataError(f"--data {data!r}: expected 'digits' or a folder with train/ and val/ or test/ "
+                        f"sub-folders (one folder per class inside each)")
+    if eval_split is None:
+        eval_split = "val" if val_split else ("test" if (root / "test").is_dir() else "val")
+    if not (root / eval_split).is_dir():
+        raise DataError(f"{root}: no {eval_split}/ split next to train/")
+    tr_paths, tr_labels, classes = class_folder(root / "train")
+    ev_paths, ev_labels, ev_classes = class_folder(root / eval_split)
+    unknown = sorted(set(ev_classes) - set(classes))
+    if unknown:
+        raise DataError(f"{root / eval_split}: classes {unknown[:5]} do not exist in train/")
+    remap = {i: classes.index(c) for i, c in enumerate(ev_classes)}  # eval may miss some classes
+    ev_labels = [remap[y] for y in ev_labels]
+    data_id = f"folder:{root.resolve()}:{_files_id(tr_paths, root)}:{_files_id(ev_paths, root)}"
+    return LabeledSplits(ImageFiles(tr_paths, tr_labels, train_transform, classes),
+                         ImageFiles(ev_paths, ev_labels, eval_transform_, classes),
+                         torch.tensor(tr_labels), torch.tensor(ev_labels), classes, eval_split, data_id)
+
+
+def stratified_holdout(labels: torch.Tensor, fraction: float, seed: int) -> Tuple[torch.Tensor, torch.Tensor]:
+    """(kept indices, held-out indices): `fraction` of each class held out, chosen with `seed`."""
+    from sklearn.model_selection import train_test_split
+
+    idx = np.arange(len(labels))
+    counts = np.bincount(labels.numpy())
+    stratify = labels.numpy() if counts[counts > 0].min() >= 2 else None
+    keep, held = train_test_split(idx, test_size=fraction, stratify=stratify, random_state=seed)
+    return torch.from_numpy(np.sort(keep)), torch.from_numpy(np.sort(held))

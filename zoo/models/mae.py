@@ -77,10 +77,12 @@ class MaskedAutoencoder(nn.Module):
         drop_path_rate: float = 0.0,
     ) -> None:
         super().__init__()
-        self.encoder = VisionTransformer(
+        # The encoder's own arguments, kept so it can be saved and rebuilt as a plain ViT.
+        self.encoder_args = dict(
             img_size=img_size, patch_size=patch_size, in_chans=in_chans, num_classes=0, global_pool="token",
             embed_dim=embed_dim, depth=depth, num_heads=num_heads, mlp_ratio=mlp_ratio, qkv_bias=True,
             pos_embed="sincos", drop_path_rate=drop_path_rate)
+        self.encoder = VisionTransformer(**self.encoder_args)
         self.patch_size = patch_size
         self.in_chans = in_chans
         self.grid_size = self.encoder.patch_embed.grid_size

@@ -125,7 +125,7 @@ def _pretrain(cfg: MAEPretrainConfig, resume: Optional[Path], dist: DistInfo) ->
     input_cfg = model.zoo_config["input"]
     train_ds, held_out = pretrain_datasets(
         cfg.data, pretrain_transform(input_cfg, cfg.crop_scale, cfg.hflip), eval_transform(input_cfg),
-        num_held_out=cfg.num_held_out, seed=cfg.seed, img_size=input_cfg["img_size"][0])
+        num_held_out=cfg.num_held_out, seed=cfg.seed)
     sampler = DistributedSampler(train_ds, num_replicas=dist.world_size, rank=dist.rank, shuffle=True,
                                  seed=cfg.seed, drop_last=True)
     loader = DataLoader(train_ds, batch_size=cfg.batch_size, sampler=sampler, num_workers=cfg.workers,
@@ -171,7 +171,12 @@ def _pretrain(cfg: MAEPretrainConfig, resume: Optional[Path], dist: DistInfo) ->
 
 
 def export_encoder(model, out_dir: Path) -> Path:
-    """Save the MAE encoder as an ordinary ViT checkpoint directory (see zoo.save_pretrained)."""
+    """Save the MAE encoder as an ordinary ViT directory (`zoo.save_pretrained`): `zoo.create(out_dir)`
+    rebuilds it, and its weights load into the matching registry ViT apart from the head."""
     from ..hub import save_pretrained
 
-    return save_pretrained(model.encoder, out_dir)
+    encoder = model.encoder
+    source = getattr(model, "zoo_config", {})
+    encoder.zoo_config = {"name": None, "family": "vit", "tag": None, "args": dict(model.encoder_args),
+                          "input": source.get("input"), "pretrained_from": source.get("name")}
+    return save_pretrained(encoder, out_dir)

@@ -1,0 +1,169 @@
+"""Linear probing and kNN on frozen features (digits), against independent computations."""
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import zoo
+from conftest import max_diff, randomize_
+from zoo.eval.features import FeatureSet, extract_features
+from zoo.eval.knn import KnnConfig, knn, knn_predict
+from zoo.eval.linear_probe import (FEATURE_CONFIGS, LEARNING_RATES, LinearHeads, ProbeConfig, SealedLabels,
+                                   _batches, linear_probe, train_heads)
+
+
+def tiny_backbone(seed=0):
+    model = zoo.create("vit_tiny_patch16_224", img_size=32, patch_size=8, embed_dim=48, depth=4, num_heads=2,
+                       num_classes=0)
+    model.zoo_config["input"].update(mean=[0.5] * 3, std=[0.5] * 3, crop_pct=1.0)
+    return randomize_(model, seed).eval()
+
+
+def test_feature_configs_equal_get_intermediate_layers_by_hand():
+    model = tiny_backbone()
+    images = torch.randn(6, 3, 32, 32)
+    feats = extract_features(model, torch.utils.data.TensorDataset(images), torch.zeros(6), batch_size=4,
+                             progress=False)
+    with torch.no_grad():
+        layers = model.get_intermediate_layers(images, n=4, return_class_token=True, norm=True)
+    cls = [c for _, c in layers]
+    by_hand = {
+        (1, False): cls[-1],
+        (1, True): torch.cat([cls[-1], layers[-1][0].mean(1)], dim=1),
+        (4, False): torch.cat(cls, dim=1),
+        (4, True): torch.cat(cls + [layers[-1][0].mean(1)], dim=1),
+    }
+    for n, avg in FEATURE_CONFIGS:
+        assert max_diff(feats.assemble(n, avg), by_hand[(n, avg)]) < 1e-5
+
+
+def test_batched_heads_match_heads_trained_one_by_one():
+    g = torch.Generator().manual_seed(1)
+    inputs = [torch.randn(100, d, generator=g) for d in (8, 16, 32, 40)]
+    labels = torch.randint(0, 5, (100,), generator=g)
+    iterations, batch = 30, 16
+    heads = train_heads(inputs, labels, LEARNING_RATES, 5, iterations, batch, seed=3)
+    # the same heads, one nn.Linear + torch.optim.SGD each, same init, same batches
+    init = LinearHeads([8, 16, 32, 40], 5, len(LEARNING_RATES), generator=torch.Generator().manual_seed(3))
+    order = list(_batches(100, batch, iterations, torch.Generator().manual_seed(4)))
+    worst = 0.0
+    for c, x in enumerate(inputs):
+        for l, lr in enumerate(LEARNING_RATES):
+            lin = torch.nn.Linear(x.shape[1], 5)
+            w0, b0 = init.head(c, l)
+            with torch.no_grad():
+                lin.weight.copy_(w0)
+                lin.bias.copy_(b0)
+            opt = torch.optim.SGD(lin.parameters(), lr=lr * batch / 256, momentum=0.9)
+            sched = torch.optim.lr_scheduler.LambdaLR(
+                opt, lambda t: 0.5 * (1 + torch.cos(torch.tensor(torch.pi * t / iterations))).item())
+            for idx in order:
+                opt.zero_grad()
+                F.cross_entropy(lin(x[idx]), labels[idx]).backward()
+                opt.step()
+                sched.step()
+            w, b = heads.head(c, l)
+            worst = max(worst, max_diff(w, lin.weight), max_diff(b, lin.bias))
+    assert worst < 1e-5, worst
+
+
+def probe_cfg(tmp_path, **kw):
+    base = dict(model="tiny", data="digits", out=tmp_path / "probe", cache_dir=tmp_path / "cache", iterations=100,
+                progress=False)
+    base.update(kw)
+    return ProbeConfig(**base)
+
+
+class CountingBackbone:
+    """Counts forward passes through get_intermediate_layers."""
+
+    def __init__(self, model):
+        self.calls = 0
+        original = model.get_intermediate_layers
+
+        def counted(*args, **kwargs):
+            self.calls += 1
+            return original(*args, **kwargs)
+
+        model.get_intermediate_layers = counted
+
+
+def test_probe_outputs_and_cache_reuse(tmp_path):
+    model = tiny_backbone()
+    counter = CountingBackbone(model)
+    first = linear_probe(probe_cfg(tmp_path), backbone=model)
+    assert first["feature_cache"] == "miss" and counter.calls > 0
+    calls = counter.calls
+    second = linear_probe(probe_cfg(tmp_path, out=tmp_path / "again"), backbone=model)
+    assert second["feature_cache"] == "hit" and counter.calls == calls  # nothing re-extracted
+    assert second["chosen"] == first["chosen"]
+    # different weights -> a different cache entry
+    other = tiny_backbone(seed=1)
+    assert linear_probe(probe_cfg(tmp_path, out=tmp_path / "other"), backbone=other)["feature_cache"] == "miss"
+
+    out = tmp_path / "probe"
+    results = json.loads((out / "results.json").read_text())
+    assert len(results["heads"]) == 52 and results["test_size"] == 360 and results["eval_split"] == "test"
+    assert results["train_size"] + results["holdout_size"] == 1437
+    assert (out / "heads.csv").read_text().count("\n") == 53
+    assert (out / "val_accuracy.png").stat().st_size > 5000
+    # backbone + saved head = a classifier with the reported test accuracy
+    from safetensors.torch import load_file
+    from zoo.data import classification_splits, eval_transform
+    head = load_file(str(out / "head.safetensors"))
+    note = json.loads((out / "head.json").read_text())
+    splits = classification_splits("digits", None, eval_transform(note["input"]))
+    feats = extract_features(model, splits.eval, splits.eval_labels, progress=False)
+    x = feats.assemble(note["features"]["n_blocks"], note["features"]["avgpool"])
+    top1 = ((x @ head["weight"].T + head["bias"]).argmax(1) == splits.eval_labels).float().mean().item() * 100
+    assert top1 == pytest.approx(results["chosen"]["test_top1"], abs=1e-3)
+
+
+def test_test_labels_are_read_only_after_the_head_is_chosen(tmp_path, monkeypatch):
+    import zoo.eval.linear_probe as lp
+    events = []
+    real_choose, real_open = lp.choose_head, lp.SealedLabels.open
+    monkeypatch.setattr(lp, "choose_head", lambda scores: events.append("chosen") or real_choose(scores))
+    monkeypatch.setattr(lp.SealedLabels, "open", lambda self: events.append("test labels") or real_open(self))
+    model = tiny_backbone()
+    result = linear_probe(probe_cfg(tmp_path), backbone=model)
+    assert events == ["chosen", "test labels"]
+    # and the choice does not depend on the test labels at all: scramble them, same choice and scores
+    import zoo.eval.prepare as prep_mod
+    real_prepare = prep_mod.prepare_features
+
+    def scrambled(*args, **kwargs):
+        prep = real_prepare(*args, **kwargs)
+        prep.eval.labels = prep.eval.labels[torch.randperm(len(prep.eval.labels))]
+        return prep
+
+    monkeypatch.setattr(lp, "prepare_features", scrambled)
+    again = linear_probe(probe_cfg(tmp_path, out=tmp_path / "scrambled"), backbone=model)
+    for key in ("n_blocks", "avgpool", "lr", "val_top1", "val_top5"):
+        assert again["chosen"][key] == result["chosen"][key]
+    assert [h["val_top1"] for h in again["heads"]] == [h["val_top1"] for h in result["heads"]]
+
+
+def test_mae_recipe(tmp_path):
+    result = linear_probe(probe_cfg(tmp_path, recipe="mae"), backbone=tiny_backbone())
+    assert len(result["heads"]) == 13 and result["chosen"]["n_blocks"] == 1 and not result["chosen"]["avgpool"]
+    from safetensors.torch import load_file
+    assert {"bn_mean", "bn_var"} <= set(load_file(str(tmp_path / "probe" / "head.safetensors")))
+
+
+def test_knn_matches_brute_force_and_runs_on_digits(tmp_path):
+    g = torch.Generator().manual_seed(0)
+    bank = F.normalize(torch.randn(50, 8, generator=g), dim=1)
+    bank_labels = torch.randint(0, 3, (50,), generator=g)
+    queries = F.normalize(torch.randn(7, 8, generator=g), dim=1)
+    scores = knn_predict(bank, bank_labels, queries, k=10, temperature=0.07, num_classes=3, chunk=3)
+    for q in range(7):
+        sims = [(float(queries[q] @ bank[i]), int(bank_labels[i])) for i in range(50)]
+        sims.sort(reverse=True)
+        expected = [sum(torch.exp(torch.tensor(s / 0.07)).item() for s, y in sims[:10] if y == c) for c in range(3)]
+        assert torch.allclose(scores[q], torch.tensor(expected), rtol=1e-4)
+    result = knn(KnnConfig(model="tiny", out=tmp_path / "knn", cache_dir=tmp_path / "cache", progress=False),
+                 backbone=tiny_backbone())
+    assert result["k"] in (10, 20, 100, 200) and set(result["per_k"]) == {"10", "20", "100", "200"}
+    assert 0 < result["test_top1"] <= result["test_top5"] <= 100

@@ -1,0 +1,90 @@
+"""`zoo knn`: weighted k-nearest-neighbour classification on frozen features (DINO / DINOv2).
+
+Features are the final-normed class token (cached like the linear probe's), L2-normalised;
+similarity is the cosine; the k nearest training features vote for their class with weight
+exp(similarity / T), T = 0.07. k is chosen among {10, 20, 100, 200} on a held-out part of the
+train split (stratified, seeded); the test labels are read once, to score that k.
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+
+from ..config import setting, to_dict
+from ..data import stratified_holdout
+from ..training.distributed import resolve_device
+from .linear_probe import SealedLabels
+from .prepare import prepare_features
+
+
+@dataclass
+class KnnConfig:
+    model: str = setting("vit_small_patch14_dinov2", "registered name[.tag], a saved model directory, or hf-hub:org/repo")
+    pretrained: bool = setting(False, "load the registry's pretrained weights for a registered name")
+    data: str = setting("digits", "'digits' or a folder with train/ and test/ (or val/), one sub-folder per class")
+    out: Path = setting(Path("runs/knn"), "output directory")
+    ks: Tuple[int, ...] = setting((10, 20, 100, 200), "numbers of neighbours to try")
+    temperature: float = setting(0.07, "softmax temperature of the votes")
+    holdout_fraction: float = setting(0.1, "part of the train split held out to choose k")
+    img_size: Optional[int] = setting(None, "input size (default: the model's)")
+    precision: str = setting("fp32", "fp32 or bf16 (autocast) for feature extraction", choices=("fp32", "bf16"))
+    extract_batch_size: int = setting(128, "images per forward pass during extraction")
+    cache_dir: Optional[Path] = setting(None, "feature cache (default: $ZOO_CACHE/features or ~/.cache/zoo/features)")
+    no_cache: bool = setting(False, "extract again even if cached features exist")
+    seed: int = setting(0, "seed for the held-out split")
+    device: str = setting("auto", "auto, cpu, cuda or cuda:N")
+    workers: int = setting(0, "data-loading workers for extraction")
+    progress: bool = setting(True, "show progress bars")
+
+
+@torch.no_grad()
+def knn_predict(bank: torch.Tensor, bank_labels: torch.Tensor, queries: torch.Tensor, k: int,
+                temperature: float, num_classes: int, chunk: int = 1024) -> torch.Tensor:
+    """Class scores (Q, num_classes) for L2-normalised `queries` against the L2-normalised `bank`."""
+    k = min(k, bank.shape[0])
+    scores = []
+    for start in range(0, queries.shape[0], chunk):
+        sim = queries[start:start + chunk] @ bank.T  # (q, N) cosine similarities
+        top_sim, top_idx = sim.topk(k, dim=1)  # (q, k)
+        votes = torch.zeros(sim.shape[0], num_classes, dtype=sim.dtype)
+        votes.scatter_add_(1, bank_labels[top_idx], (top_sim / temperature).exp())
+        scores.append(votes)
+    return torch.cat(scores)
+
+
+def _accuracy(scores: torch.Tensor, labels: torch.Tensor) -> Tuple[float, float]:
+    top = scores.topk(min(5, scores.shape[1]), dim=1).indices
+    return ((top[:, 0] == labels).float().mean().item() * 100,
+            (top == labels.view(-1, 1)).any(1).float().mean().item() * 100)
+
+
+def knn(cfg: KnnConfig, backbone=None) -> dict:
+    """kNN evaluation; `backbone` evaluates an in-memory model instead of loading `cfg.model`."""
+    t0 = time.perf_counter()
+    prep = prepare_features(cfg, resolve_device(cfg.device), backbone)
+    num_classes = len(prep.classes)
+    train = F.normalize(prep.train.assemble(1, False), dim=1)
+    test = F.normalize(prep.eval.assemble(1, False), dim=1)
+    sealed = SealedLabels(prep.eval.labels)
+    keep, held = stratified_holdout(prep.train.labels, cfg.holdout_fraction, cfg.seed)
+    per_k = {}
+    for k in cfg.ks:
+        scores = knn_predict(train[keep], prep.train.labels[keep], train[held], k, cfg.temperature, num_classes)
+        per_k[k] = dict(zip(("val_top1", "val_top5"), _accuracy(scores, prep.train.labels[held])))
+    best_k = max(cfg.ks, key=lambda k: (per_k[k]["val_top1"], -k))
+    scores = knn_predict(train, prep.train.labels, test, best_k, cfg.temperature, num_classes)
+    test_top1, test_top5 = _accuracy(scores, sealed.open())
+    results = {"model": cfg.model, "data": cfg.data, "eval_split": prep.eval_name, "k": best_k,
+               "temperature": cfg.temperature, "test_top1": test_top1, "test_top5": test_top5,
+               "per_k": {str(k): v for k, v in per_k.items()}, "feature_cache": prep.cache_status,
+               "seconds": time.perf_counter() - t0, "config": to_dict(cfg)}
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    return results

@@ -1,0 +1,283 @@
+"""`zoo linear-probe`: DINOv2-style linear evaluation of a frozen backbone.
+
+    from zoo.eval.linear_probe import ProbeConfig, linear_probe
+    results = linear_probe(ProbeConfig(model="runs/mae/encoder", data="digits"))
+
+The protocol (Oquab et al. 2023, facebookresearch/dinov2 eval/linear.py), and where zoo differs:
+- the backbone is frozen and run once, in inference mode, over both splits; features are cached on
+  disk (features.py), so probing the same backbone again extracts nothing;
+- 4 feature configurations (last 1 or 4 class tokens, with or without the mean patch token) x 13
+  learning rates = 52 linear heads, trained TOGETHER: per configuration one batched matmul for all
+  13 heads, a summed cross-entropy, and SGD with momentum 0.9 applied to all heads at once with a
+  per-head learning rate (scaled by batch / 256), cosine to 0, no warmup, no weight decay; heads
+  start at N(0, 0.01), biases 0;
+- unlike the reference, which picks the best head on the split it reports, the best head is
+  chosen on a stratified, seeded held-out part of the TRAIN split; the test (or val) labels stay
+  sealed until then and are read once, to score the chosen head only.
+
+`recipe="mae"` is MAE's linear probe (He et al. 2021) instead: the last block's class token,
+BatchNorm without affine parameters before the head, LARS (trust coefficient 0.001, momentum 0.9,
+no weight decay), 13 base learning rates around MAE's 0.1.
+
+The output directory gets results.json, heads.csv, val_accuracy.png and the chosen head as
+head.safetensors + head.json (see docs/probe.md for using backbone + head as a classifier).
+"""
+from __future__ import annotations
+
+import csv
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import save_file
+from torch import nn
+
+from ..config import setting, to_dict
+from ..training.distributed import resolve_device
+from ..training.plots import plot_lines
+from .features import FeatureSet
+from .prepare import prepare_features
+
+LEARNING_RATES = (1e-5, 2e-5, 5e-5, 1e-4, 2e-4, 5e-4, 1e-3, 2e-3, 5e-3, 1e-2, 2e-2, 5e-2, 1e-1)
+MAE_LEARNING_RATES = (1e-3, 2e-3, 5e-3, 1e-2, 2e-2, 5e-2, 1e-1, 2e-1, 5e-1, 1.0, 2.0, 5.0, 10.0)
+FEATURE_CONFIGS = ((1, False), (1, True), (4, False), (4, True))  # (last n blocks, with mean patch token)
+RECIPES = ("dinov2", "mae")
+
+
+@dataclass
+class ProbeConfig:
+    model: str = setting("vit_small_patch14_dinov2", "registered name[.tag], a saved model directory, or hf-hub:org/repo")
+    pretrained: bool = setting(False, "load the registry's pretrained weights for a registered name")
+    data: str = setting("digits", "'digits' or a folder with train/ and test/ (or val/), one sub-folder per class")
+    out: Path = setting(Path("runs/linear-probe"), "output directory")
+    recipe: str = setting("dinov2", "dinov2 (52 heads: 4 feature configs x 13 lrs) or mae (BN + cls, LARS)",
+                          choices=RECIPES)
+    iterations: int = setting(1000, "optimizer steps for the heads")
+    batch_size: int = setting(256, "features per step")
+    holdout_fraction: float = setting(0.1, "part of the train split held out to choose the head")
+    img_size: Optional[int] = setting(None, "input size (default: the model's)")
+    precision: str = setting("fp32", "fp32 or bf16 (autocast) for feature extraction", choices=("fp32", "bf16"))
+    extract_batch_size: int = setting(128, "images per forward pass during extraction")
+    cache_dir: Optional[Path] = setting(None, "feature cache (default: $ZOO_CACHE/features or ~/.cache/zoo/features)")
+    no_cache: bool = setting(False, "extract again even if cached features exist")
+    seed: int = setting(0, "seed for the held-out split, head init and batch order")
+    device: str = setting("auto", "auto, cpu, cuda or cuda:N")
+    workers: int = setting(0, "data-loading workers for extraction")
+    progress: bool = setting(True, "show progress bars")
+
+
+class SealedLabels:
+    """Labels that must not be looked at before a decision is made. `open()` hands them out and
+    records when; the probe opens the test labels only after the head is chosen."""
+
+    def __init__(self, labels: torch.Tensor) -> None:
+        self._labels = labels
+        self.opened = 0
+
+    def open(self) -> torch.Tensor:
+        self.opened += 1
+        return self._labels
+
+
+class LinearHeads(nn.Module):
+    """len(lrs) linear heads for each feature configuration, evaluated with one matmul per configuration.
+
+    weight[c]: (D_c, L, C) and bias[c]: (L, C) for configuration c; head (c, l) is the l-th learning
+    rate's head on configuration c. `bn` puts BatchNorm without affine parameters before the heads.
+    """
+
+    def __init__(self, in_dims: Sequence[int], num_classes: int, num_lrs: int, bn: bool = False,
+                 generator: Optional[torch.Generator] = None) -> None:
+        super().__init__()
+        self.weight = nn.ParameterList([
+            nn.Parameter(torch.randn(d, num_lrs, num_classes, generator=generator) * 0.01) for d in in_dims])
+        self.bias = nn.ParameterList([nn.Parameter(torch.zeros(num_lrs, num_classes)) for _ in in_dims])
+        self.norms = nn.ModuleList([nn.BatchNorm1d(d, affine=False, eps=1e-6) if bn else nn.Identity()
+                                    for d in in_dims])
+
+    def forward_config(self, c: int, x: torch.Tensor) -> torch.Tensor:
+        """(B, D_c) features of configuration c -> (B, L, C) logits of its L heads, in one matmul."""
+        w, b = self.weight[c], self.bias[c]
+        return torch.addmm(b.flatten(), self.norms[c](x), w.flatten(1)).view(x.shape[0], *b.shape)
+
+    def forward(self, inputs: Sequence[torch.Tensor]) -> List[torch.Tensor]:
+        """[(B, D_c) per configuration] -> [(B, L, C)] logits per configuration."""
+        if len(inputs) != len(self.weight):
+            raise ValueError(f"expected {len(self.weight)} feature tensors (one per configuration), got {len(inputs)}")
+        return [self.forward_config(c, x) for c, x in enumerate(inputs)]
+
+    def head(self, c: int, l: int) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Head (c, l) as an nn.Linear's (weight (C, D_c), bias (C,))."""
+        return self.weight[c][:, l].T.contiguous(), self.bias[c][l].clone()
+
+
+def _batches(n: int, batch_size: int, iterations: int, generator: torch.Generator):
+    """Indices of `iterations` batches from successive seeded permutations of range(n)."""
+    pool = torch.empty(0, dtype=torch.int64)
+    for _ in range(iterations):
+        while pool.numel() < batch_size:
+            pool = torch.cat([pool, torch.randperm(n, generator=generator)])
+        yield pool[:batch_size]
+        pool = pool[batch_size:]
+
+
+@torch.no_grad()
+def train_heads(inputs: Sequence[torch.Tensor], labels: torch.Tensor, lrs: Sequence[float], num_classes: int,
+                iterations: int, batch_size: int, seed: int = 0, optimizer: str = "sgd", bn: bool = False,
+                progress: bool = False) -> LinearHeads:
+    """Train every (configuration, lr) head at once on fixed features; returns the heads.
+
+    Heads start from `LinearHeads(..., generator=Generator().manual_seed(seed))`; batches follow
+    `_batches(N, batch_size, iterations, Generator().manual_seed(seed + 1))`.
+
+    `inputs` holds one (N, D_c) tensor per configuration. The loss is the sum over heads of each
+    head's mean cross-entropy; its gradient is written out (softmax - one-hot, per head), so one
+    step is two matmuls per configuration however many heads there are. The update is SGD with
+    momentum 0.9 (PyTorch's semantics) or LARS, with head l's learning rate lrs[l] * batch / 256
+    times a cosine factor, applied to all heads in one batched operation.
+    """
+    init_gen, order_gen = torch.Generator().manual_seed(seed), torch.Generator().manual_seed(seed + 1)
+    heads = LinearHeads([x.shape[1] for x in inputs], num_classes, len(lrs), bn=bn, generator=init_gen).train()
+    batch_size = min(batch_size, labels.shape[0])
+    lr = torch.tensor(lrs, dtype=torch.float32) * batch_size / 256  # (L,)
+    momentum = [(torch.zeros_like(w), torch.zeros_like(b)) for w, b in zip(heads.weight, heads.bias)]
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=iterations, desc=f"training {len(inputs) * len(lrs)} heads", dynamic_ncols=True)
+    for step, idx in enumerate(_batches(labels.shape[0], batch_size, iterations, order_gen)):
+        scale = 0.5 * (1 + math.cos(math.pi * step / iterations))  # cosine to 0, no warmup
+        onehot = F.one_hot(labels[idx], num_classes).to(torch.float32).unsqueeze(1)  # (B, 1, C)
+        for c, (w, b) in enumerate(zip(heads.weight, heads.bias)):
+            x = heads.norms[c](inputs[c][idx])  # (B, D); BN (train mode) uses and tracks batch statistics
+            logits = torch.addmm(b.flatten(), x, w.flatten(1)).view(len(idx), *b.shape)  # (B, L, C)
+            dlogits = (logits.softmax(dim=-1) - onehot) / len(idx)  # d(sum of mean CEs) / d logits
+            grad_w = (x.T @ dlogits.flatten(1)).view_as(w)  # (D, L, C)
+            grad_b = dlogits.sum(0)  # (L, C)
+            if optimizer == "lars":  # per-head trust ratio 0.001 * ||w|| / ||grad|| on the weights
+                w_norm = w.norm(dim=(0, 2)).view(1, -1, 1)
+                g_norm = grad_w.norm(dim=(0, 2)).view(1, -1, 1)
+                grad_w = grad_w * torch.where((w_norm > 0) & (g_norm > 0), 0.001 * w_norm / g_norm,
+                                              torch.ones_like(w_norm))
+            for p, grad, buf, step_lr in ((w, grad_w, momentum[c][0], (lr * scale).view(1, -1, 1)),
+                                          (b, grad_b, momentum[c][1], (lr * scale).view(-1, 1))):
+                if step == 0:
+                    buf.copy_(grad)
+                else:
+                    buf.mul_(0.9).add_(grad)
+                p.sub_(step_lr * buf)
+        if bar is not None:
+            bar.update(1)
+    if bar is not None:
+        bar.close()
+    return heads.eval()
+
+
+@torch.no_grad()
+def score_heads(heads: LinearHeads, inputs: Sequence[torch.Tensor], labels: torch.Tensor) -> torch.Tensor:
+    """(configs, lrs, 2) top-1 and top-5 accuracy (%) of every head."""
+    out = []
+    for logits in heads(inputs):  # (N, L, C)
+        k = min(5, logits.shape[-1])
+        top = logits.topk(k, dim=-1).indices  # (N, L, k)
+        hit = top == labels.view(-1, 1, 1)
+        out.append(torch.stack([hit[..., 0].float().mean(0), hit.any(-1).float().mean(0)], dim=-1) * 100)
+    return torch.stack(out)
+
+
+def choose_head(val_scores: torch.Tensor) -> Tuple[int, int]:
+    """(configuration, lr) index of the best head on held-out train: highest top-1; ties go to the
+    lower learning rate, then to the simpler configuration."""
+    n_cfg, n_lr = val_scores.shape[:2]
+    return max(((c, l) for c in range(n_cfg) for l in range(n_lr)),
+               key=lambda cl: (val_scores[cl[0], cl[1], 0].item(), -cl[1], -cl[0]))
+
+
+def linear_probe(cfg: ProbeConfig, backbone: Optional[nn.Module] = None) -> dict:
+    """Extract (or load cached) features, train the heads, choose on held-out train, test once.
+
+    `backbone` probes an in-memory model (built with zoo.create) instead of loading `cfg.model`."""
+    device = resolve_device(cfg.device)
+    t0 = time.perf_counter()
+    prep = prepare_features(cfg, device, backbone)
+    t_features = time.perf_counter() - t0
+    train, test, classes = prep.train, prep.eval, prep.classes
+    sealed = SealedLabels(test.labels)
+    test = FeatureSet(test.summaries, test.patch_mean, torch.full_like(test.labels, -1))  # labels sealed
+
+    from ..data import stratified_holdout
+
+    keep, held = stratified_holdout(train.labels, cfg.holdout_fraction, cfg.seed)
+    fit, val = train.subset(keep), train.subset(held)
+    if cfg.recipe == "dinov2":
+        configs, lrs, optimizer, bn = FEATURE_CONFIGS, LEARNING_RATES, "sgd", False
+    else:
+        configs, lrs, optimizer, bn = ((1, False),), MAE_LEARNING_RATES, "lars", True
+    t1 = time.perf_counter()
+    heads = train_heads([fit.assemble(n, a) for n, a in configs], fit.labels, lrs, len(classes),
+                        cfg.iterations, cfg.batch_size, cfg.seed, optimizer, bn, cfg.progress)
+    t_train = time.perf_counter() - t1
+    val_scores = score_heads(heads, [val.assemble(n, a) for n, a in configs], val.labels)  # (configs, lrs, 2)
+
+    best = choose_head(val_scores)
+    chosen = {"n_blocks": configs[best[0]][0], "avgpool": configs[best[0]][1], "lr": lrs[best[1]],
+              "val_top1": val_scores[best][0].item(), "val_top5": val_scores[best][1].item()}
+    # now, and only now, the test labels
+    test_labels = sealed.open()
+    with torch.no_grad():
+        test_logits = heads.forward_config(best[0], test.assemble(*configs[best[0]]))[:, best[1]]  # (N, C)
+    k = min(5, test_logits.shape[-1])
+    top = test_logits.topk(k, dim=-1).indices
+    chosen["test_top1"] = (top[:, 0] == test_labels).float().mean().item() * 100
+    chosen["test_top5"] = (top == test_labels.view(-1, 1)).any(-1).float().mean().item() * 100
+
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    all_heads = [{"n_blocks": n, "avgpool": a, "lr": lr, "val_top1": val_scores[c, l, 0].item(),
+                  "val_top5": val_scores[c, l, 1].item()}
+                 for c, (n, a) in enumerate(configs) for l, lr in enumerate(lrs)]
+    results = {
+        "model": cfg.model, "data": cfg.data, "recipe": cfg.recipe, "classes": classes,
+        "eval_split": prep.eval_name, "train_size": len(fit), "holdout_size": len(val), "test_size": len(test),
+        "chosen": chosen, "heads": all_heads, "feature_cache": prep.cache_status,
+        "seconds": {"features": t_features, "train_heads": t_train, "total": time.perf_counter() - t0},
+        "config": to_dict(cfg),
+    }
+    (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    with open(out / "heads.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(all_heads[0]))
+        w.writeheader()
+        w.writerows(all_heads)
+    series = {f"n={n}{' + avgpool' if a else ''}": [(lr, val_scores[c, l, 0].item()) for l, lr in enumerate(lrs)]
+              for c, (n, a) in enumerate(configs)}
+    plot_lines(series, out / "val_accuracy.png", "learning rate (before batch/256 scaling)",
+               "held-out top-1 (%)", title=f"linear probe heads on {cfg.data}", logx=True)
+    _save_head(heads, best, configs, lrs, classes, prep, out)
+    results["seconds"]["total"] = time.perf_counter() - t0
+    (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    return results
+
+
+def _save_head(heads: LinearHeads, best: Tuple[int, int], configs, lrs, classes, prep, out: Path) -> None:
+    c, l = best
+    weight, bias = heads.head(c, l)
+    tensors = {"weight": weight, "bias": bias}  # nn.Linear layout: (classes, features), (classes,)
+    norm = heads.norms[c]
+    if isinstance(norm, nn.BatchNorm1d):
+        tensors["bn_mean"], tensors["bn_var"] = norm.running_mean.clone(), norm.running_var.clone()
+    save_file(tensors, str(out / "head.safetensors"))
+    note = {
+        "features": {"n_blocks": configs[c][0], "avgpool": configs[c][1],
+                     "what": "concatenated final-normed class tokens of the last n blocks"
+                             + (", then the mean of the last block's patch tokens" if configs[c][1] else "")},
+        "batchnorm": "bn_mean / bn_var: standardise features with eps 1e-6 before the head" if "bn_mean" in tensors
+        else None,
+        "lr": lrs[l], "classes": classes, "backbone": prep.backbone_ref, "input": prep.input_cfg,
+    }
+    (out / "head.json").write_text(json.dumps(note, indent=2) + "\n")

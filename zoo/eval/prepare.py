@@ -1,0 +1,75 @@
+"""Backbone + data -> cached train / eval features, shared by `linear-probe` and `knn`."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import List, Optional
+
+import torch
+
+from .. import registry
+from ..data import classification_splits, eval_transform
+from .features import (FeatureSet, cache_key, default_cache_dir, extract_features, load_features,
+                       save_features)
+
+
+@dataclass
+class PreparedFeatures:
+    train: FeatureSet
+    eval: FeatureSet
+    classes: List[str]
+    eval_name: str
+    cache_status: str  # "hit" or "miss" (or "off")
+    backbone_ref: str
+    input_cfg: dict
+
+
+def load_backbone(ref: str, pretrained: bool = False, img_size: Optional[int] = None):
+    """A frozen backbone from a registered name[.tag], a saved directory, or hf-hub:org/repo.
+
+    An MAE model yields its encoder; heads are dropped (num_classes=0) since only features are used.
+    """
+    kwargs = {} if img_size is None else {"img_size": img_size}
+    if Path(ref).expanduser().is_dir() or ref.startswith("hf-hub:"):
+        model = registry.create(str(Path(ref).expanduser()) if not ref.startswith("hf-hub:") else ref, **kwargs)
+    else:
+        info = registry.model_info(ref)
+        if info.family != "mae":
+            kwargs["num_classes"] = 0
+        model = registry.create(ref, pretrained=pretrained, **kwargs)
+    if hasattr(model, "encoder") and hasattr(model, "decoder_blocks"):  # an MAE: probe its encoder
+        cfg = model.zoo_config
+        model = model.encoder
+        model.zoo_config = {**cfg, "family": "vit"}
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model.eval()
+
+
+def prepare_features(cfg, device: torch.device, backbone=None) -> PreparedFeatures:
+    """Features of the train and eval splits for `cfg` (a ProbeConfig or KnnConfig), from the cache
+    when the same weights, data, transform and options were extracted before."""
+    model = backbone if backbone is not None else load_backbone(cfg.model, cfg.pretrained, cfg.img_size)
+    model = model.to(device)
+    input_cfg = model.zoo_config["input"]
+    splits = classification_splits(cfg.data, eval_transform(input_cfg), eval_transform(input_cfg), seed=cfg.seed)
+    options = {"precision": cfg.precision, "n_last": 4}
+    key = cache_key(model, splits.data_id, repr(sorted(input_cfg.items())), options)
+    cache = Path(cfg.cache_dir) if cfg.cache_dir is not None else default_cache_dir()
+    paths = {split: cache / f"{key}-{split}.safetensors" for split in ("train", "eval")}
+    status = "off" if cfg.no_cache else "miss"
+    if not cfg.no_cache and all(p.is_file() for p in paths.values()):
+        feats = {split: load_features(p) for split, p in paths.items()}
+        status = "hit"
+    else:
+        feats = {
+            "train": extract_features(model, splits.train, splits.train_labels, cfg.extract_batch_size, device,
+                                      cfg.precision, cfg.workers, cfg.progress, "features (train)"),
+            "eval": extract_features(model, splits.eval, splits.eval_labels, cfg.extract_batch_size, device,
+                                     cfg.precision, cfg.workers, cfg.progress, f"features ({splits.eval_name})"),
+        }
+        if not cfg.no_cache:
+            for split, p in paths.items():
+                save_features(p, feats[split])
+    return PreparedFeatures(feats["train"], feats["eval"], splits.classes, splits.eval_name, status,
+                            cfg.model, input_cfg)
