@@ -146,12 +146,13 @@ def _vit_from_transformers(config: Mapping[str, Any], state_dict: StateDict) -> 
         out["pos_embed"] = pos[:, 1:]
     args["num_classes"] = out["head.weight"].shape[0] if "head.weight" in out else 0
 
-    eps = config.get("layer_norm_eps", 1e-6)
-    if not math.isclose(eps, 1e-6):
-        notes.append(f"the transformers config has LayerNorm eps {eps:g}; zoo's ViT uses 1e-6")
+    eps = float(config.get("layer_norm_eps", 1e-6))
+    if eps != 1e-6:
+        args["norm_eps"] = eps  # transformers' ViT, DeiT and ViTMAE: 1e-12
     hint = {"deit": "deit", "dinov2": "dinov2", "dinov2_with_registers": "dinov2", "vit_mae": "mae"}.get(model_type,
                                                                                                           "vit_")
-    variant = REGISTRY.match_variant("vit", args, prefer=lambda v: hint in v.name or hint in v.weights)
+    variant = REGISTRY.match_variant("vit", args, prefer=lambda v: hint in v.name or hint in v.weights,
+                                     ignore=("num_classes", "img_size", "norm_eps"))
     return Converted("vit", args, out, notes, variant=variant.name if variant else None)
 
 

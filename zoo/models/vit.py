@@ -13,6 +13,7 @@ State-dict keys are timm's (`patch_embed.proj`, `cls_token`, `dist_token`, `reg_
 from __future__ import annotations
 
 import math
+from functools import partial
 from typing import Dict, List, Optional, Sequence, Set, Tuple, Union
 
 import torch
@@ -50,6 +51,7 @@ class VisionTransformer(nn.Module):
         mlp_layer: 'mlp' (GELU) or 'swiglu' (DINOv2 giant).
         dynamic_img_size: accept any input size divisible by the patch; positions are resampled.
         dynamic_img_pad: with dynamic_img_size, accept any size; the image is padded right/bottom.
+        norm_eps: LayerNorm epsilon; 1e-6 as in timm and DINOv2 (transformers' ViT, DeiT and ViTMAE use 1e-12).
     """
 
     # For zoo.hub's loading of checkpoints made for another configuration (state-dict prefixes):
@@ -84,6 +86,7 @@ class VisionTransformer(nn.Module):
         mlp_layer: str = "mlp",
         dynamic_img_size: bool = False,
         dynamic_img_pad: bool = False,
+        norm_eps: float = 1e-6,
     ) -> None:
         super().__init__()
         if global_pool not in GLOBAL_POOLS:
@@ -129,14 +132,15 @@ class VisionTransformer(nn.Module):
         self.pos_embed_type = pos_embed
         self.pos_drop = nn.Dropout(pos_drop_rate)
 
+        norm_layer = partial(LayerNorm, eps=norm_eps)
         dpr = torch.linspace(0, drop_path_rate, depth, device="cpu").tolist()  # stochastic depth rises with depth
         self.blocks = nn.Sequential(*[
             Block(embed_dim, num_heads, mlp_ratio=mlp_ratio, qkv_bias=qkv_bias, qk_norm=qk_norm,
                   proj_drop=proj_drop_rate, attn_drop=attn_drop_rate, init_values=init_values,
-                  drop_path=dpr[i], norm_layer=LayerNorm, mlp_layer=MLP_LAYERS[mlp_layer])
+                  drop_path=dpr[i], norm_layer=norm_layer, mlp_layer=MLP_LAYERS[mlp_layer])
             for i in range(depth)])
-        self.norm = LayerNorm(embed_dim) if not use_fc_norm else nn.Identity()
-        self.fc_norm = LayerNorm(embed_dim) if use_fc_norm else nn.Identity()
+        self.norm = norm_layer(embed_dim) if not use_fc_norm else nn.Identity()
+        self.fc_norm = norm_layer(embed_dim) if use_fc_norm else nn.Identity()
         self.head_drop = nn.Dropout(drop_rate)
         self.head = nn.Linear(embed_dim, num_classes) if num_classes else nn.Identity()
         self.head_dist = (nn.Linear(embed_dim, num_classes) if num_classes else nn.Identity()) if distilled else None
