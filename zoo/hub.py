@@ -263,7 +263,7 @@ def load_pretrained(model: nn.Module, weight: WeightTag, source_args: Mapping[st
     notes: List[str] = []
     if weight.format == "transformers":
         config = _read_json(source.fetch(CONFIG_NAME), source.describe(CONFIG_NAME))
-        converted = _from_transformers(config, state_dict, source.label)
+        converted = _from_transformers(config, state_dict, source.describe(CONFIG_NAME))
         state_dict, notes = converted.state_dict, converted.notes
     load_state_dict(model, state_dict, source_args, source.describe(weight.filename), notes)
     model.zoo_config["weights"].update(license=weight.license, metrics=_metrics(weight))
@@ -420,7 +420,7 @@ def create_from_repo(ref: PathLike, num_classes: Optional[int] = None, img_size:
         family, args, input_cfg, name, tag = _spec_from_timm_config(config, what)
         meta = {"license": (config.get("pretrained_cfg") or {}).get("license")}
     elif "model_type" in config:
-        converted = _from_transformers(config, state_dict, source.label)
+        converted = _from_transformers(config, state_dict, what)
         family, args, state_dict, notes, name, tag = (converted.family, converted.args, converted.state_dict,
                                                       converted.notes, converted.variant, None)
         input_cfg = _transformers_input(source, args, name)
@@ -726,9 +726,12 @@ def convert_checkpoint(src: PathLike, source: str, out_dir: PathLike, model: Opt
     try:
         obj = torch.load(src, map_location="cpu", weights_only=True)
     except Exception as e:
+        found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(e))
+        held = f"an object of type {found.group(1)}" if found else "something other than tensors"
         raise UnsafeWeightsError(
-            f"{src}: torch.load(weights_only=True) refused it ({type(e).__name__}: {str(e).splitlines()[0]}). It holds "
-            f"more than tensors; if you trust it, save just its state dict with torch.save and convert that.") from None
+            f"{src}: torch.load(weights_only=True) refused it: it holds {held} ({type(e).__name__}). zoo unpickles "
+            f"tensors and plain containers only; if you trust the file, save just its state dict with torch.save "
+            f"and convert that.") from None
     try:
         converted = convert.from_research(source, convert.unwrap_checkpoint(obj),
                                           REGISTRY.model_info(model) if model else None)

@@ -398,6 +398,13 @@ class Registry:
             return variant, tag
         return variant, None
 
+    def _is_registered(self, name: str) -> bool:
+        try:
+            self.resolve(name)
+            return True
+        except UnknownModelError:
+            return False
+
     def list_models(self, pattern: str = "*", pretrained: bool = False, family: Optional[str] = None) -> List[str]:
         """Sorted variant names matching the shell-style `pattern` (also tried against aliases)."""
         self.ensure_loaded()
@@ -426,7 +433,7 @@ class Registry:
         **overrides: Any,
     ):
         """Build a registered model, or load a saved one. See `zoo.create` for the arguments."""
-        if is_repo_reference(name):
+        if is_repo_reference(name) or (os.path.isdir(name) and not self._is_registered(name)):
             if checkpoint_path is not None:
                 raise ValueError(f"create({str(name)!r}): a saved model brings its own weights; checkpoint_path= "
                                  f"only applies to a registry name")
@@ -459,11 +466,11 @@ class Registry:
         if pretrained or checkpoint_path is not None:
             from .hub import load_checkpoint, load_pretrained  # local import: the Hub code loads on first use
 
-            source_args = self.complete_args(variant.family, args)
             if pretrained:
-                load_pretrained(model, weight, source_args, revision=revision, cache_dir=cache_dir)
+                load_pretrained(model, weight, self.complete_args(variant.family, args), revision=revision,
+                                cache_dir=cache_dir)
             else:
-                load_checkpoint(model, checkpoint_path, source_args)
+                load_checkpoint(model, checkpoint_path)  # made for an architecture we only know from its shapes
         return model
 
     def build(
@@ -498,7 +505,8 @@ class Registry:
 
 def is_repo_reference(name: Any) -> bool:
     """True for what `create` loads as a saved model rather than a registry name: `"hf-hub:org/repo"`,
-    a path object, or a string that looks like a path (has a '/' or starts with '.' or '~')."""
+    a path object, or a string that looks like a path (has a '/' or starts with '.' or '~'). (`create` also
+    takes a bare folder name, such as "runs", when no registered model has that name.)"""
     if isinstance(name, os.PathLike):
         return True
     return isinstance(name, str) and (name.startswith(("hf-hub:", ".", "~")) or "/" in name or os.sep in name)
