@@ -183,7 +183,7 @@ def test_checkpoint_path_loads_a_local_safetensors_file_and_refuses_pickle(tmp_p
     assert model.zoo_config["weights"] == {"source": str(file), "adapted": []}
     torch.save(src.state_dict(), tmp_path / "finetuned.pth")
     with pytest.raises(hub.UnsafeWeightsError, match="safetensors files only"):
-        zoo.create("deit_tiny_distilled_patch16_224", checkpoint_path=tmp_path / "finetuned.pth")
+        zoo.create("deit_tiny_distilled_patch16_224", depth=1, checkpoint_path=tmp_path / "finetuned.pth")
     with pytest.raises(ValueError, match="not both"):
         zoo.create("deit_tiny_distilled_patch16_224", pretrained=True, checkpoint_path=file)
 
