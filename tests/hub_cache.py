@@ -14,8 +14,6 @@ import os
 from pathlib import Path
 from typing import Mapping, Optional, Union
 
-import pytest
-
 LFS_SUFFIXES = (".safetensors", ".bin", ".pth", ".pt", ".ckpt")
 
 
@@ -53,12 +51,3 @@ def add_folder_to_cache(cache_dir: Union[str, Path], repo_id: str, folder: Union
     folder = Path(folder)
     return add_to_cache(cache_dir, repo_id, {p.name: p for p in sorted(folder.iterdir()) if p.is_file()}, **kwargs)
 
-
-@pytest.fixture
-def offline(monkeypatch):
-    """huggingface_hub in offline mode for this test. HF_HUB_OFFLINE is read once, when huggingface_hub is
-    first imported (here, through timm, before any test runs), so the test patches the constant that
-    `hf_hub_download` consults on every call; tests/test_hub.py's acceptance run sets the variable itself."""
-    import huggingface_hub.constants
-
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)

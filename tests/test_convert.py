@@ -16,7 +16,7 @@ from timm.models.vision_transformer import checkpoint_filter_fn
 
 import zoo
 from conftest import max_diff, randomize_
-from hub_cache import add_folder_to_cache, offline  # noqa: F401  (offline is a fixture)
+from hub_cache import add_folder_to_cache
 from zoo import convert, hub
 from zoo.cli import main
 from zoo.models.vit import VisionTransformer
@@ -184,7 +184,8 @@ def test_mae_pretrain_checkpoint_with_decoder(tmp_path, capsys):
 def test_mae_finetuned_checkpoint_keeps_its_head(tmp_path):
     ref = randomize_(timm.create_model("vit_large_patch16_224", depth=1, global_pool="avg", num_classes=7)).eval()
     torch.save({"model": ref.state_dict()}, tmp_path / "mae_finetuned_vit_large.pth")
-    ours = zoo.create(str(hub.convert_checkpoint(tmp_path / "mae_finetuned_vit_large.pth", "mae", tmp_path / "o"))).eval()
+    out = hub.convert_checkpoint(tmp_path / "mae_finetuned_vit_large.pth", "mae", tmp_path / "o")
+    ours = zoo.create(str(out)).eval()
     x = torch.randn(1, 3, 224, 224)
     with torch.no_grad():
         assert max_diff(ours(x), ref(x)) < TOL
@@ -221,7 +222,8 @@ def test_dinov2_release_matches_timms_conversion(tmp_path, name, img):
     torch.save(original, tmp_path / "dinov2_pretrain.pth")
     ref = timm.create_model(name, depth=1, img_size=img).eval()
     ref.load_state_dict(checkpoint_filter_fn({k: v.clone() for k, v in original.items()}, ref))
-    assert main(["convert", "--from", "dinov2", str(tmp_path / "dinov2_pretrain.pth"), "--out", str(tmp_path / "o")]) == 0
+    pth, out = str(tmp_path / "dinov2_pretrain.pth"), str(tmp_path / "o")
+    assert main(["convert", "--from", "dinov2", pth, "--out", out]) == 0
     ours = zoo.create(str(tmp_path / "o")).eval()
     assert ours.zoo_config["name"] == name and ours.zoo_config["tag"] == "lvd142m"
     x = torch.randn(1, 3, img, img)

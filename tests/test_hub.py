@@ -17,7 +17,6 @@ import sys
 import textwrap
 from pathlib import Path
 
-import httpx2
 import huggingface_hub
 import pytest
 import safetensors.torch
@@ -27,12 +26,17 @@ import yaml
 
 import zoo
 from conftest import max_diff, randomize_
-from hub_cache import add_folder_to_cache, add_to_cache, offline  # noqa: F401  (offline is a fixture)
+from hub_cache import add_folder_to_cache, add_to_cache
 from zoo import hub
 from zoo.cli import main
 from zoo.complexity import count_macs, count_params
 from zoo.models.vit import VisionTransformer
 from zoo.registry import Registry, RegistryError
+
+try:  # the HTTP library huggingface_hub uses: httpx2 in recent releases, httpx in 1.x
+    import httpx2 as httpx
+except ImportError:
+    import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
 TOL = 1e-4
@@ -100,8 +104,9 @@ def offline_run(tmp_path_factory):
     env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE")}
     env.update(HF_HOME=str(tmp / "hf_home"), HF_HUB_OFFLINE="1",
                PYTHONPATH=os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")]))
-    proc = subprocess.run([sys.executable, "-c", OFFLINE_SCRIPT, str(tmp / "cases.json"), str(tmp / "inputs.safetensors"),
-                           str(tmp / "outputs.safetensors")], capture_output=True, text=True, env=env, timeout=300)
+    files = [str(tmp / f) for f in ("cases.json", "inputs.safetensors", "outputs.safetensors")]
+    proc = subprocess.run([sys.executable, "-c", OFFLINE_SCRIPT, *files], capture_output=True, text=True, env=env,
+                          timeout=300)
     assert proc.returncode == 0, proc.stderr
     report = json.loads(proc.stdout.strip().splitlines()[-1])
     return {"expected": expected, "outputs": safetensors.torch.load_file(tmp / "outputs.safetensors"),
@@ -287,31 +292,31 @@ class FakeHub:
         path = request.url.path
         if not any(p in path for p in self.PUSH_ENDPOINTS):
             self.unexpected.append(f"{request.method} {path}")
-            return httpx2.Response(404, json={"error": "not a push endpoint"})
+            return httpx.Response(404, json={"error": "not a push endpoint"})
         self.requests.append(f"{request.method} {path}")
         if path == "/api/repos/create":
             self.created = json.loads(request.content)
             repo = f"{self.created['organization']}/{self.created['name']}"
-            return httpx2.Response(200, json={"url": f"https://huggingface.co/{repo}", "name": repo})
+            return httpx.Response(200, json={"url": f"https://huggingface.co/{repo}", "name": repo})
         if "/preupload/" in path:
             files = json.loads(request.content)["files"]
-            return httpx2.Response(200, json={"files": [{"path": f["path"], "uploadMode": "regular",
+            return httpx.Response(200, json={"files": [{"path": f["path"], "uploadMode": "regular",
                                                          "shouldIgnore": False} for f in files]})
         if "/commit/" in path:
             lines = [json.loads(line) for line in request.content.decode().splitlines()]
             self.commit_header = lines[0]["value"]
             self.uploaded = {e["value"]["path"]: base64.b64decode(e["value"]["content"])
                              for e in lines if e["key"] == "file"}
-            return httpx2.Response(200, json={"commitUrl": "https://huggingface.co/me/x/commit/" + "1" * 40,
+            return httpx.Response(200, json={"commitUrl": "https://huggingface.co/me/x/commit/" + "1" * 40,
                                               "commitOid": "1" * 40, "success": True})
-        return httpx2.Response(200, json={})
+        return httpx.Response(200, json={})
 
 
 @pytest.fixture
 def fake_hub():
     fake = FakeHub()
-    huggingface_hub.set_client_factory(lambda: httpx2.Client(
-        transport=httpx2.MockTransport(fake), follow_redirects=True,
+    huggingface_hub.set_client_factory(lambda: httpx.Client(
+        transport=httpx.MockTransport(fake), follow_redirects=True,
         event_hooks={"request": [huggingface_hub.utils._http.hf_request_event_hook]}))
     yield fake
     huggingface_hub.set_client_factory(huggingface_hub.utils._http.default_client_factory)

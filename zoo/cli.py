@@ -165,7 +165,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("convert", help="convert a research checkpoint (.pth) to a zoo folder",
                        description="Read a research release with torch.load(weights_only=True), map its keys "
                                    "and write a zoo folder (model.safetensors, config.json, README.md).")
-    p.add_argument("--from", dest="source", required=True, choices=sorted(RESEARCH), help="where the checkpoint comes from")
+    p.add_argument("--from", dest="source", required=True, choices=sorted(RESEARCH),
+                   help="where the checkpoint comes from")
     p.add_argument("src", help="the .pth file")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--model", help="registry variant it is, when the checkpoint's shapes do not say")

@@ -205,7 +205,9 @@ def _dinov2_from_research(state_dict: StateDict, variant: Optional[Variant]) -> 
     """DINOv2 (Oquab et al. 2023): SwiGLU's `w12`/`w3` become `fc1`/`fc2`; with registers the class
     token's position row is folded into the token (registers and class token then carry no position)."""
     sd = dict(state_dict)
-    notes = ["dropped the mask token (used only in masked pretraining)"] if sd.pop("mask_token", None) is not None else []
+    notes = []
+    if sd.pop("mask_token", None) is not None:
+        notes.append("dropped the mask token (used only in masked pretraining)")
     reg = 0
     if "register_tokens" in sd:
         reg = sd["register_tokens"].shape[1]

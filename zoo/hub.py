@@ -164,7 +164,8 @@ class _Source:
         except LocalEntryNotFoundError:  # before EntryNotFoundError, which it subclasses
             raise self._not_cached(filename) from None
         except EntryNotFoundError:
-            raise WeightsNotFoundError(f"{self.label} has no file {filename!r} (it has: {_listing(self.files())})") from None
+            raise WeightsNotFoundError(
+                f"{self.label} has no file {filename!r} (it has: {_listing(self.files())})") from None
         except RevisionNotFoundError:
             raise WeightsNotFoundError(f"{self.repo_id} has no revision {self.revision!r}") from None
         except RepositoryNotFoundError:
@@ -280,7 +281,7 @@ def load_checkpoint(model: nn.Module, path: PathLike, source_args: Optional[Mapp
             f"safetensors.torch.save_file(torch.load(path, weights_only=True), 'model.safetensors')")
     if not path.is_file():
         raise WeightsNotFoundError(f"checkpoint_path {path}: no such file")
-    _verify(path, None, str(path), "")
+    _verify(path, None, str(path), "")  # checks the blob hash when the path points into a Hub cache
     return load_state_dict(model, _read_safetensors(path, str(path)), source_args, str(path))
 
 
@@ -323,16 +324,13 @@ def _adapt_classifier(model: nn.Module, sd: Dict[str, torch.Tensor], expected: M
         return [], []  # same head: any mismatch is a real one, for the strict check to report
     dropped, fresh, old = [], [], None
     for prefix in getattr(model, "classifier", ()):
-        keys = [k for k in (f"{prefix}.weight", f"{prefix}.bias")]
-        in_ckpt = keys[0] in sd
-        in_model = keys[0] in expected
-        if in_ckpt and (not in_model or tuple(sd[keys[0]].shape) != expected[keys[0]]):
-            old = sd[keys[0]].shape[0]
-            for k in keys:
-                sd.pop(k, None)
+        weight, bias = f"{prefix}.weight", f"{prefix}.bias"
+        if weight in sd and (weight not in expected or tuple(sd[weight].shape) != expected[weight]):
+            old = sd.pop(weight).shape[0]
+            sd.pop(bias, None)
             dropped.append(prefix)
-        if in_model and (keys[0] not in sd):
-            fresh += [k for k in keys if k in expected]
+        if weight in expected and weight not in sd:
+            fresh += [k for k in (weight, bias) if k in expected]
     if not dropped and not fresh:
         return [], []
     names = ", ".join(dropped or sorted({k.rsplit(".", 1)[0] for k in fresh}))
@@ -558,7 +556,7 @@ def _jsonable_args(args: Mapping[str, Any]) -> Dict[str, Any]:
 
 
 # zoo arguments timm's constructor has no equivalent for: the timm architecture name sets them.
-_ZOO_ONLY_ARGS = ("distilled", "mlp_layer")
+_ZOO_ONLY_ARGS = ("distilled", "mlp_layer", "norm_eps")
 
 
 def _timm_config(model: nn.Module, cfg: Mapping[str, Any], args: Mapping[str, Any], license: Optional[str]):
@@ -571,7 +569,9 @@ def _timm_config(model: nn.Module, cfg: Mapping[str, Any], args: Mapping[str, An
     variant = REGISTRY.variants[name]
     base = REGISTRY.complete_args(variant.family, variant.args)
     model_args = {k: v for k, v in REGISTRY.complete_args(cfg["family"], args).items()
-                  if k != "pos_embed" and _plain(base.get(k)) != _plain(v)}
+                  if _plain(base.get(k)) != _plain(v)}
+    if model_args.get("pos_embed") == "sincos":
+        del model_args["pos_embed"]  # a fixed table in zoo; timm loads the same values as a learned one
     clash = [k for k in model_args if k in _ZOO_ONLY_ARGS]
     if clash:
         raise ValueError(f"format='timm': {', '.join(f'{k}={model_args[k]!r}' for k in clash)} differs from timm's "
@@ -626,7 +626,8 @@ def _model_card(cfg: Mapping[str, Any], args: Mapping[str, Any], license: Option
         rows.append(("Loaded from", f"`{source}`"))
     where = f"hf-hub:{repo_id}" if repo_id else str(save_dir)
     if format == "timm":
-        usage = f"import timm\n\nmodel = timm.create_model(\"{'hf-hub:' + repo_id if repo_id else 'local-dir:' + where}\", pretrained=True).eval()"
+        ref = f"hf-hub:{repo_id}" if repo_id else f"local-dir:{where}"
+        usage = f"import timm\n\nmodel = timm.create_model(\"{ref}\", pretrained=True).eval()"
     else:
         usage = f"import zoo\n\nmodel = zoo.create(\"{where}\").eval()  # weights, config and input size from this repo"
     usage += ("\nlogits = model(images)  # images: (B, 3, H, W), normalised as above" if num_classes else
