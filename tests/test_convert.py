@@ -6,12 +6,15 @@ checkpoints are laid out as the MAE and DINOv2 repositories publish them (timm's
 for those formats is the independent reference)."""
 import argparse
 import json
+import re
 
 import pytest
+import safetensors.torch
 import timm
 import torch
 import transformers
 import yaml
+from timm.models.swin_transformer import checkpoint_filter_fn as swin_checkpoint_filter_fn
 from timm.models.vision_transformer import checkpoint_filter_fn
 
 import zoo
@@ -246,3 +249,51 @@ def test_unwrap_checkpoint():
     assert convert.unwrap_checkpoint({"teacher": {"backbone.a": w, "dino_head.b": w}}) == {"a": w}
     with pytest.raises(convert.ConversionError, match="non-tensor entries \\['epoch'\\]"):
         convert.unwrap_checkpoint({"a": w, "epoch": 3})
+
+
+# --------------------------------------------------------------------------------------------- Swin
+# The Swin key maps are checked against timm's SwinTransformer, whose keys zoo's Swin shares.
+SWIN = dict(img_size=32, patch_size=4, embed_dim=16, depths=[2, 2], num_heads=[1, 2], window_size=4)
+
+
+def timm_swin(num_classes):
+    return timm.create_model("swin_tiny_patch4_window7_224", num_classes=num_classes,
+                             **{k: tuple(v) if isinstance(v, list) else v for k, v in SWIN.items()}).eval()
+
+
+def test_transformers_swin_maps_to_timm_keys(tmp_path):
+    config = transformers.SwinConfig(image_size=32, patch_size=4, embed_dim=16, depths=[2, 2], num_heads=[1, 2],
+                                     window_size=4, num_labels=5)
+    hf = randomize_hf_(transformers.SwinForImageClassification(config))
+    hf.save_pretrained(tmp_path)
+    state = safetensors.torch.load_file(tmp_path / "model.safetensors")
+    converted = convert.from_transformers(json.loads((tmp_path / "config.json").read_text()), state)
+    assert converted.family == "swin"
+    assert converted.args == dict(SWIN, in_chans=3, mlp_ratio=4.0, qkv_bias=True, num_classes=5)
+    ref = timm_swin(num_classes=5)
+    ref.load_state_dict(converted.state_dict, strict=True)  # layers.0.downsample (HF) is timm's layers.1.downsample
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        expected = hf(pixel_values=x).logits
+        assert expected.std() > 1e-2 and max_diff(ref(x), expected) < TOL
+
+
+def test_swin_release_maps_to_timm_keys():
+    """microsoft/Swin-Transformer's layout: merging at the end of each stage, `head`, and the
+    relative_position_index / attn_mask buffers saved in the file."""
+    src = randomize_(timm_swin(num_classes=5))
+    original = {re.sub(r"^layers\.(\d+)\.downsample", lambda m: f"layers.{int(m.group(1)) - 1}.downsample", k)
+                .replace("head.fc.", "head."): v for k, v in src.state_dict().items()}
+    original.update({k: v for k, v in src.named_buffers() if k.endswith(("relative_position_index", "attn_mask"))})
+    assert "layers.0.downsample.reduction.weight" in original and "layers.0.blocks.1.attn_mask" in original  # 4 + 1
+    converted = convert.from_research("swin", {k: v.clone() for k, v in original.items()})
+    assert converted.args == dict(SWIN, in_chans=3, mlp_ratio=4.0, qkv_bias=True, num_classes=5)
+    assert converted.notes == ["dropped 5 buffers that the model computes itself (relative_position_index, attn_mask)"]
+    timms_own = swin_checkpoint_filter_fn({k: v.clone() for k, v in original.items()}, timm_swin(num_classes=5))
+    assert set(converted.state_dict) == set(timms_own)
+    assert all(torch.equal(converted.state_dict[k], v) for k, v in timms_own.items())
+    ref = timm_swin(num_classes=5)
+    ref.load_state_dict(converted.state_dict, strict=True)
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert max_diff(ref(x), src(x)) == 0

@@ -5,7 +5,7 @@ no logic lives here.
     zoo info NAME [--json]
     zoo download NAME[.TAG] | hf-hub:ORG/NAME[@REV]  [--revision R] [--cache-dir D] [--force]
     zoo push DIR REPO_ID [--private] [--revision R] [--message M]
-    zoo convert --from {mae,dinov2} SRC --out DIR [--model NAME]
+    zoo convert --from {mae,dinov2,swin} SRC --out DIR [--model NAME]
     zoo export NAME[.TAG] | hf-hub:ORG/NAME | DIR --out DIR [--format zoo|timm]
 """
 from __future__ import annotations

@@ -2,10 +2,11 @@
 
 Two sources:
 - Hugging Face transformers repos, recognised by config.json `model_type` (`from_transformers`):
-  vit, deit (with its distillation token), dinov2, dinov2_with_registers, vit_mae.
+  vit, deit (with its distillation token), dinov2, dinov2_with_registers, vit_mae, swin.
 - Research releases read by `zoo convert --from NAME` (`from_research`): mae (the MAE repo's
-  `mae_pretrain_vit_*.pth`, with or without decoder, and its fine-tuned models) and dinov2 (the
-  DINOv2 repo's `dinov2_vit*14[_reg4]_pretrain.pth`).
+  `mae_pretrain_vit_*.pth`, with or without decoder, and its fine-tuned models), dinov2 (the
+  DINOv2 repo's `dinov2_vit*14[_reg4]_pretrain.pth`) and swin (microsoft/Swin-Transformer's
+  `swin_*_patch4_window*.pth`).
 
 Everything here is a pure function of a config and a state dict: reading and writing files is
 `zoo.hub`'s job. Each returns a `Converted`: the family, the builder arguments the checkpoint was
@@ -156,6 +157,59 @@ def _vit_from_transformers(config: Mapping[str, Any], state_dict: StateDict) -> 
     return Converted("vit", args, out, notes, variant=variant.name if variant else None)
 
 
+# transformers' Swin keys (after `swin.`) -> timm's. transformers merges patches at the END of stage i
+# (`layers.i.downsample`), timm at the START of stage i + 1: the index is shifted separately.
+_SWIN_RENAMES: List[Tuple[str, str]] = [
+    (r"^embeddings\.patch_embeddings\.projection\.", "patch_embed.proj."),
+    (r"^embeddings\.norm\.", "patch_embed.norm."),
+    (r"^encoder\.layers\.(\d+)\.blocks\.(\d+)\.layernorm_before\.", r"layers.\1.blocks.\2.norm1."),
+    (r"^encoder\.layers\.(\d+)\.blocks\.(\d+)\.layernorm_after\.", r"layers.\1.blocks.\2.norm2."),
+    (r"^encoder\.layers\.(\d+)\.blocks\.(\d+)\.attention\.self\.relative_position_bias_table$",
+     r"layers.\1.blocks.\2.attn.relative_position_bias_table"),
+    (r"^encoder\.layers\.(\d+)\.blocks\.(\d+)\.attention\.output\.dense\.", r"layers.\1.blocks.\2.attn.proj."),
+    (r"^encoder\.layers\.(\d+)\.blocks\.(\d+)\.intermediate\.dense\.", r"layers.\1.blocks.\2.mlp.fc1."),
+    (r"^encoder\.layers\.(\d+)\.blocks\.(\d+)\.output\.dense\.", r"layers.\1.blocks.\2.mlp.fc2."),
+    (r"^encoder\.layers\.(\d+)\.downsample\.", lambda m: f"layers.{int(m.group(1)) + 1}.downsample."),
+    (r"^layernorm\.", "norm."),
+    (r"^classifier\.", "head.fc."),
+]
+_SWIN_QKV = re.compile(r"^encoder\.layers\.(\d+)\.blocks\.(\d+)\.attention\.self\.(query|key|value)\.(weight|bias)$")
+
+
+def _swin_from_transformers(config: Mapping[str, Any], state_dict: StateDict) -> Converted:
+    """transformers' Swin (SwinModel, SwinForImageClassification) -> timm's SwinTransformer keys."""
+    if config.get("use_absolute_embeddings"):
+        raise ConversionError("transformers Swin with use_absolute_embeddings=True: zoo's Swin has no absolute "
+                              "position embedding")
+    act = config.get("hidden_act", "gelu")
+    if act != "gelu":
+        raise ConversionError(f"transformers swin with hidden_act={act!r}: zoo's Swin uses exact GELU")
+    sd = {k[len("swin."):] if k.startswith("swin.") else k: v for k, v in state_dict.items()}
+    out: StateDict = {}
+    qkv: Dict[Tuple[str, str], Dict[str, torch.Tensor]] = {}
+    notes: List[str] = []
+    for key, value in sd.items():
+        m = _SWIN_QKV.match(key)
+        if m:
+            qkv.setdefault((f"layers.{m.group(1)}.blocks.{m.group(2)}", m.group(4)), {})[m.group(3)] = value
+        elif key == "embeddings.mask_token":
+            notes.append("dropped the mask token (used only in masked pretraining) (1 tensor)")
+        else:
+            out[_rename(key, _SWIN_RENAMES)] = value
+    for (block, kind), parts in sorted(qkv.items()):
+        out[f"{block}.attn.qkv.{kind}"] = torch.cat([parts["query"], parts["key"], parts["value"]], dim=0)
+    args = {
+        "img_size": _pair(config.get("image_size", 224)), "patch_size": int(config.get("patch_size", 4)),
+        "in_chans": int(config.get("num_channels", 3)), "embed_dim": int(config["embed_dim"]),
+        "depths": [int(d) for d in config["depths"]], "num_heads": [int(h) for h in config["num_heads"]],
+        "window_size": int(config["window_size"]), "mlp_ratio": float(config.get("mlp_ratio", 4.0)),
+        "qkv_bias": bool(config.get("qkv_bias", True)),
+        "num_classes": out["head.fc.weight"].shape[0] if "head.fc.weight" in out else 0,
+    }
+    variant = REGISTRY.match_variant("swin", args)
+    return Converted("swin", args, out, notes, variant=variant.name if variant else None)
+
+
 # ------------------------------------------------------------------------------- research releases
 def from_research(source: str, state_dict: StateDict, variant: Optional[Variant] = None) -> Converted:
     """A research release's state dict in zoo's terms. `variant` is the registry variant it is; by
@@ -229,6 +283,49 @@ def _dinov2_from_research(state_dict: StateDict, variant: Optional[Variant]) -> 
                      tag="lvd142m" if "lvd142m" in variant.weights else None)
 
 
+def _swin_from_research(state_dict: StateDict, variant: Optional[Variant]) -> Converted:
+    """Swin (Liu et al. 2021), the microsoft/Swin-Transformer release: patch merging moves from the end
+    of stage i to the start of stage i + 1 (timm's layout), `head` becomes `head.fc`, and the buffers
+    the file carries (`relative_position_index`, `attn_mask`) are dropped. The architecture is read
+    from the shapes: widths, depths, heads (bias-table columns), window (bias-table rows) and, from a
+    shifted block's `attn_mask`, the input size (else `variant`'s, else 224 for window 7, 384 for 12)."""
+    buffers = [k for k in state_dict if k.endswith(("relative_position_index", "attn_mask"))]
+    if "absolute_pos_embed" in state_dict:
+        raise ConversionError("a Swin checkpoint with an absolute position embedding (ape=True): zoo's Swin has none")
+    sd: StateDict = {}
+    for key, value in state_dict.items():
+        if key in buffers:
+            continue
+        key = re.sub(r"^layers\.(\d+)\.downsample\.", lambda m: f"layers.{int(m.group(1)) + 1}.downsample.", key)
+        sd[re.sub(r"^head\.", "head.fc.", key)] = value
+    notes = [f"dropped {len(buffers)} buffers that the model computes itself (relative_position_index, attn_mask)"]
+    if "patch_embed.proj.weight" not in sd:
+        raise ConversionError("no 'patch_embed.proj.weight': not a Swin checkpoint")
+    dim, in_chans, patch, _ = sd["patch_embed.proj.weight"].shape
+    blocks = sorted({(int(m.group(1)), int(m.group(2))) for k in sd
+                     if (m := re.match(r"^layers\.(\d+)\.blocks\.(\d+)\.", k))})
+    stages = max(i for i, _ in blocks) + 1
+    depths = [sum(1 for i, _ in blocks if i == s) for s in range(stages)]
+    tables = [sd[f"layers.{s}.blocks.0.attn.relative_position_bias_table"] for s in range(stages)]
+    window = (math.isqrt(tables[0].shape[0]) + 1) // 2
+    mask = next((state_dict[k] for k in buffers if k.startswith("layers.0.") and k.endswith("attn_mask")), None)
+    if mask is not None:
+        img_size = math.isqrt(mask.shape[0]) * window * patch
+    elif variant is not None:
+        img_size = variant.args.get("img_size", 224)
+    elif window in (7, 12):
+        img_size = {7: 224, 12: 384}[window]
+    else:
+        raise ConversionError(f"cannot tell the input size of a window-{window} Swin; name it with --model NAME")
+    args = {"img_size": img_size, "patch_size": patch, "in_chans": in_chans, "embed_dim": dim, "depths": depths,
+            "num_heads": [t.shape[1] for t in tables], "window_size": window,
+            "mlp_ratio": sd["layers.0.blocks.0.mlp.fc1.weight"].shape[0] / dim,
+            "qkv_bias": "layers.0.blocks.0.attn.qkv.bias" in sd,
+            "num_classes": sd["head.fc.weight"].shape[0] if "head.fc.weight" in sd else 0}
+    variant = variant or REGISTRY.match_variant("swin", args)
+    return Converted("swin", args, sd, notes, variant=variant.name if variant else None)
+
+
 def _vit_shapes(sd: StateDict, prefix_tokens: int) -> Dict[str, Any]:
     """Width, patch, input channels, depth and input size of a ViT state dict in timm keys."""
     if "patch_embed.proj.weight" not in sd:
@@ -256,7 +353,7 @@ def _research_variant(tag: str, **arch: Any) -> Variant:
 
 
 # ------------------------------------------------------------------------------------------ helpers
-def _rename(key: str, table: List[Tuple[str, str]]) -> str:
+def _rename(key: str, table: List[Tuple[str, Any]]) -> str:
     for pattern, replacement in table:
         new, n = re.subn(pattern, replacement, key)
         if n:
@@ -268,12 +365,14 @@ def _pair(value: Any) -> Any:
     return [int(value[0]), int(value[1])] if isinstance(value, (list, tuple)) else int(value)
 
 
-# config.json model_type -> converter. Swin adds "swin" here.
+# config.json model_type -> converter.
 TRANSFORMERS: Dict[str, Callable[[Mapping[str, Any], StateDict], Converted]] = {
-    t: _vit_from_transformers for t in ("vit", "deit", "dinov2", "dinov2_with_registers", "vit_mae")
+    **{t: _vit_from_transformers for t in ("vit", "deit", "dinov2", "dinov2_with_registers", "vit_mae")},
+    "swin": _swin_from_transformers,
 }
-# `zoo convert --from NAME` -> converter. Swin adds "swin" here.
+# `zoo convert --from NAME` -> converter.
 RESEARCH: Dict[str, Callable[[StateDict, Optional[Variant]], Converted]] = {
     "mae": _mae_from_research,
     "dinov2": _dinov2_from_research,
+    "swin": _swin_from_research,
 }

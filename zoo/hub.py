@@ -265,6 +265,7 @@ def load_pretrained(model: nn.Module, weight: WeightTag, source_args: Mapping[st
     if weight.format == "transformers":
         config = _read_json(source.fetch(CONFIG_NAME), source.describe(CONFIG_NAME))
         converted = _from_transformers(config, state_dict, source.describe(CONFIG_NAME))
+        _require_family(converted.family, source.describe(CONFIG_NAME))
         state_dict, notes = converted.state_dict, converted.notes
     load_state_dict(model, state_dict, source_args, source.describe(weight.filename), notes)
     model.zoo_config["weights"].update(license=weight.license, metrics=_metrics(weight))
@@ -277,7 +278,7 @@ def load_checkpoint(model: nn.Module, path: PathLike, source_args: Optional[Mapp
     if path.suffix in PICKLE_SUFFIXES:
         raise UnsafeWeightsError(
             f"{path}: zoo loads weights from safetensors files only; convert this pickle once, if you trust it: "
-            f"`zoo convert --from mae|dinov2 {path} --out DIR` for research releases, or "
+            f"`zoo convert --from {'|'.join(sorted(convert.RESEARCH))} {path} --out DIR` for research releases, or "
             f"safetensors.torch.save_file(torch.load(path, weights_only=True), 'model.safetensors')")
     if not path.is_file():
         raise WeightsNotFoundError(f"checkpoint_path {path}: no such file")
@@ -419,6 +420,7 @@ def create_from_repo(ref: PathLike, num_classes: Optional[int] = None, img_size:
         meta = {"license": (config.get("pretrained_cfg") or {}).get("license")}
     elif "model_type" in config:
         converted = _from_transformers(config, state_dict, what)
+        _require_family(converted.family, what)
         family, args, state_dict, notes, name, tag = (converted.family, converted.args, converted.state_dict,
                                                       converted.notes, converted.variant, None)
         input_cfg = _transformers_input(source, args, name)
@@ -483,6 +485,12 @@ def _from_transformers(config: Mapping[str, Any], state_dict: Dict[str, torch.Te
         return convert.from_transformers(config, state_dict)
     except convert.ConversionError as e:
         raise RepoConfigError(f"{label}: {e}") from None
+
+
+def _require_family(family: str, what: str) -> None:
+    if family not in REGISTRY.families:
+        raise RepoConfigError(f"{what}: holds a {family!r} model, and family {family!r} is not registered in this "
+                              f"zoo (registered: {', '.join(sorted(REGISTRY.families))})")
 
 
 def _transformers_input(source: _Source, args: Mapping[str, Any], name: Optional[str]) -> InputConfig:
@@ -716,7 +724,7 @@ def download(name: str, revision: Optional[str] = None, cache_dir: Optional[Path
 
 
 def convert_checkpoint(src: PathLike, source: str, out_dir: PathLike, model: Optional[str] = None) -> Path:
-    """A research release (`source` "mae" or "dinov2", see zoo/convert.py) -> a zoo folder at `out_dir`.
+    """A research release (`source` "mae", "dinov2" or "swin", see zoo/convert.py) -> a zoo folder at `out_dir`.
 
     This is zoo's only pickle reader, and it uses `torch.load(weights_only=True)`: tensors and plain
     containers only, no arbitrary objects. `model` names the registry variant when it cannot be
@@ -738,9 +746,11 @@ def convert_checkpoint(src: PathLike, source: str, out_dir: PathLike, model: Opt
                                           REGISTRY.model_info(model) if model else None)
     except convert.ConversionError as e:
         raise RepoConfigError(f"{src}: {e}") from None
-    variant = REGISTRY.variants[converted.variant]
-    weight = variant.weights.get(converted.tag) if converted.tag else None
-    input_cfg = weight.input if weight is not None and weight.input is not None else variant.input
+    _require_family(converted.family, str(src))
+    variant = REGISTRY.variants[converted.variant] if converted.variant else None
+    weight = variant.weights.get(converted.tag) if variant is not None and converted.tag else None
+    input_cfg = (weight.input if weight is not None and weight.input is not None else variant.input) if variant \
+        else InputConfig(img_size=(224, 224))
     input_cfg = _parse_input({"img_size": converted.args.get("img_size", list(input_cfg.img_size))}, base=input_cfg)
     built = REGISTRY.build(converted.family, converted.args, input_cfg, name=converted.variant, tag=converted.tag)
     load_state_dict(built, converted.state_dict, REGISTRY.complete_args(converted.family, converted.args), str(src),

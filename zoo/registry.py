@@ -215,6 +215,8 @@ class Registry:
         """The registered variant whose architecture is `args` (arguments in `ignore` aside), or None.
         Among several (ViT-B and DeiT-B share one), the first for which `prefer` is true wins."""
         self.ensure_loaded()
+        if family_name not in self.families:
+            return None
         skip = set(ignore)
         want = {k: v for k, v in self.complete_args(family_name, args).items() if k not in skip}
         found = [v for v in self.variants.values() if v.family == family_name and
