@@ -100,7 +100,9 @@ class _Source:
             raise ValueError(f"conflicting revisions: {text!r} names {at!r} but revision={revision!r}")
         if not re.fullmatch(r"[\w.\-]+/[\w.\-]+", repo_id):
             raise ValueError(f"{text!r}: expected 'hf-hub:org/name' or 'hf-hub:org/name@revision'")
-        return cls(repo_id, at or revision, cache_dir, hint=f"zoo download {text}")
+        revision = at or revision
+        hint = f"zoo download hf-hub:{repo_id}" + (f"@{revision}" if revision else "")
+        return cls(repo_id, revision, cache_dir, hint=hint)
 
     @property
     def label(self) -> str:
@@ -224,10 +226,11 @@ def _verify(path: Path, sha256: Optional[str], what: str, hint: str) -> None:
     got = digest.hexdigest()
     for want, why in ((sha256, "registry.yaml records sha256"), (blob, "its Hub cache blob is named by sha256")):
         if want is not None and got != want:
-            again = f"`{hint} --force`" if hint else "a fresh download"
+            again = f"download it again with `{hint} --force` (it replaces the cached file)" if hint else \
+                "replace it with an intact copy"
             raise CorruptWeightsError(
-                f"{what} is corrupt: {why} {want}, but {real} ({real.stat().st_size:,} bytes) hashes to {got}. "
-                f"Delete it and download it again with {again}.")
+                f"{what} is corrupt: {why} {want}, but {real} ({real.stat().st_size:,} bytes) hashes to {got}; "
+                f"{again}.")
 
 
 def _read_safetensors(path: Path, what: str, hint: str = "") -> Dict[str, torch.Tensor]:
@@ -405,28 +408,32 @@ def create_from_repo(ref: PathLike, num_classes: Optional[int] = None, img_size:
     """Build and load a saved model: `hf-hub:org/name[@revision]` or a folder, in zoo, timm or
     transformers format. What `zoo.create` calls for such names."""
     source = _Source.parse(ref, revision, cache_dir)
-    config_path = source.fetch(CONFIG_NAME)
     what = source.describe(CONFIG_NAME)
-    config = _read_json(config_path, what)
-    weights = source.fetch(WEIGHTS_NAME)
-    state_dict = _read_safetensors(weights, source.describe(WEIGHTS_NAME), source.hint)
-    notes: List[str] = []
-    meta: Dict[str, Any] = {}
+    config = _read_json(source.fetch(CONFIG_NAME), what)
+    # The config is checked before the weights are read: it may only name what zoo knows.
     if config.get("format") == "zoo" or config.get("library_name") == "zoo":
+        fmt = "zoo"
         family, args, input_cfg, name, tag = _spec_from_zoo_config(config, what)
-        meta = {"license": config.get("license"), "metrics": config.get("metrics") or {}}
+        metrics = config.get("metrics") if isinstance(config.get("metrics"), dict) else {}
+        meta = {"license": config.get("license"),
+                "metrics": {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))}}
     elif "architecture" in config:
+        fmt = "timm"
         family, args, input_cfg, name, tag = _spec_from_timm_config(config, what)
         meta = {"license": (config.get("pretrained_cfg") or {}).get("license")}
     elif "model_type" in config:
-        converted = _from_transformers(config, state_dict, what)
-        _require_family(converted.family, what)
-        family, args, state_dict, notes, name, tag = (converted.family, converted.args, converted.state_dict,
-                                                      converted.notes, converted.variant, None)
-        input_cfg = _transformers_input(source, args, name)
+        fmt, meta = "transformers", {}
     else:
         raise RepoConfigError(f"{what}: not a zoo, timm or transformers config (no 'family', 'architecture' or "
                               f"'model_type')")
+    state_dict = _read_safetensors(source.fetch(WEIGHTS_NAME), source.describe(WEIGHTS_NAME), source.hint)
+    notes: List[str] = []
+    if fmt == "transformers":  # keys and builder arguments both come from the mapping in zoo/convert.py
+        converted = _from_transformers(config, state_dict, what)
+        _require_family(converted.family, what)
+        family, args, name, tag = converted.family, converted.args, converted.variant, None
+        state_dict, notes = converted.state_dict, converted.notes
+        input_cfg = _transformers_input(source, args, name)
     model = REGISTRY.build(family, args, input_cfg, num_classes=num_classes, img_size=img_size, overrides=overrides,
                            name=name, tag=tag)
     load_state_dict(model, state_dict, REGISTRY.complete_args(family, args), source.describe(WEIGHTS_NAME), notes)

@@ -210,17 +210,21 @@ class Registry:
         full.update(args)
         return full
 
-    def match_variant(self, family_name: str, args: Mapping[str, Any], prefer: Callable[[Variant], bool] = None,
+    def match_variant(self, family_name: str, args: Mapping[str, Any],
+                      prefer: Optional[Callable[[Variant], bool]] = None,
                       ignore: Iterable[str] = ("num_classes", "img_size")) -> Optional[Variant]:
         """The registered variant whose architecture is `args` (arguments in `ignore` aside), or None.
         Among several (ViT-B and DeiT-B share one), the first for which `prefer` is true wins."""
         self.ensure_loaded()
         if family_name not in self.families:
             return None
-        skip = set(ignore)
-        want = {k: v for k, v in self.complete_args(family_name, args).items() if k not in skip}
-        found = [v for v in self.variants.values() if v.family == family_name and
-                 {k: x for k, x in self.complete_args(family_name, v.args).items() if k not in skip} == want]
+
+        def arch(a: Mapping[str, Any]) -> Dict[str, Any]:  # tuples as lists: YAML and JSON give lists
+            return {k: list(x) if isinstance(x, tuple) else x for k, x in self.complete_args(family_name, a).items()
+                    if k not in ignore}
+
+        want = arch(args)
+        found = [v for v in self.variants.values() if v.family == family_name and arch(v.args) == want]
         preferred = [v for v in found if prefer is not None and prefer(v)]
         return (preferred or found or [None])[0]
 
