@@ -439,7 +439,7 @@ class Registry:
         **overrides: Any,
     ):
         """Build a registered model, or load a saved one. See `zoo.create` for the arguments."""
-        if is_repo_reference(name) or (os.path.isdir(name) and not self._is_registered(name)):
+        if is_repo_reference(name) or (isinstance(name, str) and os.path.isdir(name) and not self._is_registered(name)):
             if checkpoint_path is not None:
                 raise ValueError(f"create({str(name)!r}): a saved model brings its own weights; checkpoint_path= "
                                  f"only applies to a registry name")
