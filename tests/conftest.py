@@ -38,3 +38,13 @@ def max_diff(a: torch.Tensor, b: torch.Tensor) -> float:
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
+
+
+@pytest.fixture
+def offline(monkeypatch):
+    """huggingface_hub in offline mode for this test. HF_HUB_OFFLINE is read once, when huggingface_hub is
+    first imported (here, through timm, before any test runs), so the test patches the constant that
+    `hf_hub_download` consults on every call; tests/test_hub.py's acceptance run sets the variable itself."""
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)

@@ -3,6 +3,8 @@
     import zoo
     zoo.list_models("deit*")
     model = zoo.create("vit_b_16", num_classes=10)
+    model = zoo.create("deit_s", pretrained=True)      # weights from the Hugging Face Hub
+    zoo.save_pretrained(model, "out/")                  # model.safetensors + config.json + README.md
 """
 __version__ = "0.1.0"
 
@@ -19,8 +21,9 @@ from .registry import (  # noqa: E402
     register_family,
 )
 from . import models  # noqa: E402,F401  (registers the built-in families)
+from .hub import push_to_hub, save_pretrained  # noqa: E402
 
 __all__ = [
     "InputConfig", "RegistryError", "UnknownModelError", "Variant", "WeightTag", "ZooPluginWarning",
-    "create", "list_models", "model_info", "register_family", "__version__",
+    "create", "list_models", "model_info", "push_to_hub", "register_family", "save_pretrained", "__version__",
 ]

@@ -7,17 +7,23 @@ no logic lives here.
     zoo linear-probe --model NAME|DIR [--pretrained] [--data digits|FOLDER] [--recipe dinov2|mae] ...
     zoo knn --model NAME|DIR [--pretrained] [--data digits|FOLDER] ...
     zoo quickstart [--out DIR] [--epochs N]
+    zoo download NAME[.TAG] | hf-hub:ORG/NAME[@REV]  [--revision R] [--cache-dir D] [--force]
+    zoo push DIR REPO_ID [--private] [--revision R] [--message M]
+    zoo convert --from {mae,dinov2,swin} SRC --out DIR [--model NAME]
+    zoo export NAME[.TAG] | hf-hub:ORG/NAME | DIR --out DIR [--format zoo|timm]
 """
 from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 from pathlib import Path
 from typing import List, Optional, Sequence
 
-from . import __version__
+from . import __version__, hub
 from .complexity import variant_cost
+from .convert import RESEARCH
 from .registry import REGISTRY, RegistryError, UnknownModelError, list_models, model_info
 
 
@@ -171,6 +177,29 @@ def cmd_quickstart(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_download(args: argparse.Namespace) -> int:
+    for path in hub.download(args.name, revision=args.revision, cache_dir=args.cache_dir, force=args.force):
+        print(path)
+    return 0
+
+
+def cmd_push(args: argparse.Namespace) -> int:
+    info = hub.push_folder(args.dir, args.repo_id, private=args.private or None, revision=args.revision,
+                           commit_message=args.message)
+    print(getattr(info, "commit_url", None) or f"https://huggingface.co/{args.repo_id}")
+    return 0
+
+
+def cmd_convert(args: argparse.Namespace) -> int:
+    print(hub.convert_checkpoint(args.src, args.source, args.out, model=args.model))
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    print(hub.export(args.src, args.out, format=args.format, revision=args.revision, cache_dir=args.cache_dir))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="zoo", description="A model zoo for the Vision Transformer family (ViT, DeiT, Swin, DINOv2, MAE).")
@@ -230,6 +259,45 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", type=Path, metavar="FILE", help="YAML file of settings (keys as the flags)")
     add_arguments(p, QuickstartConfig)
     p.set_defaults(func=cmd_quickstart)
+
+    p = sub.add_parser("download", help="fetch weights into the Hugging Face cache (for offline use later)",
+                       description="Download and verify a model's weights into the Hugging Face cache ($HF_HOME/hub); "
+                                   "copy that folder to an offline machine to load them there.")
+    p.add_argument("name", help="NAME[.TAG] (default tag if none) or hf-hub:ORG/NAME[@REVISION]")
+    p.add_argument("--revision", help="Hub branch, tag or commit (default: main)")
+    p.add_argument("--cache-dir", help="cache folder (default: $HF_HUB_CACHE or $HF_HOME/hub)")
+    p.add_argument("--force", action="store_true", help="download again even if cached (replaces a corrupt file)")
+    p.set_defaults(func=cmd_download)
+
+    p = sub.add_parser("push", help="upload a folder written by save_pretrained to the Hub",
+                       description="Create REPO_ID on the Hugging Face Hub if needed and upload DIR's "
+                                   "model.safetensors, config.json and README.md.")
+    p.add_argument("dir", help="folder written by zoo.save_pretrained (or `zoo convert` / `zoo export`)")
+    p.add_argument("repo_id", help="ORG/NAME")
+    p.add_argument("--private", action="store_true", help="create the repo as private")
+    p.add_argument("--revision", help="branch to push to (created if needed; default: main)")
+    p.add_argument("--message", help="commit message")
+    p.set_defaults(func=cmd_push)
+
+    p = sub.add_parser("convert", help="convert a research checkpoint (.pth) to a zoo folder",
+                       description="Read a research release with torch.load(weights_only=True), map its keys "
+                                   "and write a zoo folder (model.safetensors, config.json, README.md).")
+    p.add_argument("--from", dest="source", required=True, choices=sorted(RESEARCH),
+                   help="where the checkpoint comes from")
+    p.add_argument("src", help="the .pth file")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--model", help="registry variant it is, when the checkpoint's shapes do not say")
+    p.set_defaults(func=cmd_convert)
+
+    p = sub.add_parser("export", help="save a model with weights as a zoo or timm folder",
+                       description="Load SRC (a registry name with weights, an hf-hub: repo or a folder) and "
+                                   "save it; --format timm writes a folder timm.create_model('local-dir:...') loads.")
+    p.add_argument("src", help="NAME[.TAG], hf-hub:ORG/NAME[@REVISION] or a folder")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--format", choices=hub.SAVE_FORMATS, default="zoo", help="config format (default: zoo)")
+    p.add_argument("--revision", help="Hub branch, tag or commit (default: main)")
+    p.add_argument("--cache-dir", help="cache folder (default: $HF_HUB_CACHE or $HF_HOME/hub)")
+    p.set_defaults(func=cmd_export)
     return parser
 
 
@@ -239,11 +307,21 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    # What loading adapted, downloaded or saved (logger "zoo", INFO) goes to stderr for this command.
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("zoo: %(message)s"))
+    logger = logging.getLogger("zoo")
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
     try:
         return args.func(args)
-    except (UnknownModelError, RegistryError, ValueError) as e:
+    except (UnknownModelError, RegistryError, ValueError, hub.WeightsError) as e:
         print(f"zoo {args.command}: error: {e}", file=sys.stderr)
         return 2
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
 
 
 if __name__ == "__main__":

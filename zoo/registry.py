@@ -20,6 +20,7 @@ import difflib
 import fnmatch
 import importlib.metadata
 import inspect
+import os
 import re
 import sys
 import threading
@@ -189,6 +190,44 @@ class Registry:
 
         return decorator if builder is None else decorator(builder)
 
+    def unknown_arg(self, family_name: str, args: Iterable[str]) -> Optional[Tuple[str, str]]:
+        """(name, message) for the first of `args` that family `family_name`'s builder does not accept,
+        or None when all are accepted. The one check behind registry.yaml, `create(**overrides)` and
+        the config.json of a saved model."""
+        accepted = self.families[family_name].parameters()
+        if accepted is None:
+            return None
+        for arg in args:
+            if arg not in accepted:
+                return str(arg), (f"unknown argument {str(arg)!r} for family {family_name!r}"
+                                  f"{_suggest(str(arg), accepted)}")
+        return None
+
+    def complete_args(self, family_name: str, args: Mapping[str, Any]) -> Dict[str, Any]:
+        """`args` with the builder's defaults filled in for every argument not given."""
+        accepted = self.families[family_name].parameters() or {}
+        full = {n: p.default for n, p in accepted.items() if p.default is not inspect.Parameter.empty}
+        full.update(args)
+        return full
+
+    def match_variant(self, family_name: str, args: Mapping[str, Any],
+                      prefer: Optional[Callable[[Variant], bool]] = None,
+                      ignore: Iterable[str] = ("num_classes", "img_size")) -> Optional[Variant]:
+        """The registered variant whose architecture is `args` (arguments in `ignore` aside), or None.
+        Among several (ViT-B and DeiT-B share one), the first for which `prefer` is true wins."""
+        self.ensure_loaded()
+        if family_name not in self.families:
+            return None
+
+        def arch(a: Mapping[str, Any]) -> Dict[str, Any]:  # tuples as lists: YAML and JSON give lists
+            return {k: list(x) if isinstance(x, tuple) else x for k, x in self.complete_args(family_name, a).items()
+                    if k not in ignore}
+
+        want = arch(args)
+        found = [v for v in self.variants.values() if v.family == family_name and arch(v.args) == want]
+        preferred = [v for v in found if prefer is not None and prefer(v)]
+        return (preferred or found or [None])[0]
+
     # ---------------------------------------------------------------------------------- YAML files
     def parse_file(self, path: Union[str, Path, Any], source: str = BUILTIN_SOURCE) -> List[Variant]:
         """Read and validate one variants YAML file. Raises RegistryError naming file, variant, field."""
@@ -245,12 +284,9 @@ class Registry:
         args = spec.get("args") or {}
         if not isinstance(args, dict):
             raise fail("args", "expected a mapping of builder arguments")
-        accepted = family.parameters()
-        if accepted is not None:
-            for arg in args:
-                if arg not in accepted:
-                    raise fail(f"args.{arg}", f"unknown argument for family {family_name!r}"
-                                              f"{_suggest(str(arg), accepted)}")
+        unknown = self.unknown_arg(family_name, args)
+        if unknown is not None:
+            raise fail(f"args.{unknown[0]}", unknown[1])
         try:
             input_cfg = _parse_input({**default_input, **(spec.get("input") or {})}, base=None)
         except ValueError as e:
@@ -368,6 +404,13 @@ class Registry:
             return variant, tag
         return variant, None
 
+    def _is_registered(self, name: str) -> bool:
+        try:
+            self.resolve(name)
+            return True
+        except UnknownModelError:
+            return False
+
     def list_models(self, pattern: str = "*", pretrained: bool = False, family: Optional[str] = None) -> List[str]:
         """Sorted variant names matching the shell-style `pattern` (also tried against aliases)."""
         self.ensure_loaded()
@@ -386,13 +429,24 @@ class Registry:
 
     def create(
         self,
-        name: str,
+        name: Union[str, "os.PathLike[str]"],
         pretrained: Union[bool, str] = False,
         num_classes: Optional[int] = None,
         img_size: Optional[Union[int, Tuple[int, int]]] = None,
+        checkpoint_path: Optional[Union[str, "os.PathLike[str]"]] = None,
+        revision: Optional[str] = None,
+        cache_dir: Optional[Union[str, "os.PathLike[str]"]] = None,
         **overrides: Any,
     ):
-        """Build a registered model. See `zoo.create` for the arguments."""
+        """Build a registered model, or load a saved one. See `zoo.create` for the arguments."""
+        if is_repo_reference(name) or (isinstance(name, str) and os.path.isdir(name) and not self._is_registered(name)):
+            if checkpoint_path is not None:
+                raise ValueError(f"create({str(name)!r}): a saved model brings its own weights; checkpoint_path= "
+                                 f"only applies to a registry name")
+            from .hub import create_from_repo  # local import: the Hub code loads on first use
+
+            return create_from_repo(name, num_classes=num_classes, img_size=img_size, revision=revision,
+                                    cache_dir=cache_dir, **overrides)
         variant, tag = self.resolve(name)
         if isinstance(pretrained, str):
             if tag is not None and pretrained != tag:
@@ -403,36 +457,65 @@ class Registry:
             if tag is None:
                 raise ValueError(f"model {variant.name!r} has no pretrained weights; use pretrained=False, or "
                                  f"pick one of: {', '.join(self.list_models(pretrained=True))}")
+        if pretrained and checkpoint_path is not None:
+            raise ValueError(f"create({name!r}): give pretrained=True (weights from the Hub) or checkpoint_path= "
+                             f"(a local file), not both")
+        if not pretrained and (revision is not None or cache_dir is not None):
+            raise ValueError(f"create({name!r}): revision= and cache_dir= only apply with pretrained=True")
         weight = variant.weights[tag] if tag else None
-        if pretrained:
-            raise NotImplementedError(
-                f"{variant.name}.{tag}: loading pretrained weights from the Hub ({weight.hf_hub_id}) is not "
-                f"available in this version of zoo; build with pretrained=False")
-
         args = dict(variant.args)
         if weight is not None:
-            args["num_classes"] = weight.num_classes
-        family = self.families[variant.family]
-        accepted = family.parameters()
-        for key in overrides:
-            if accepted is not None and key not in accepted:
-                raise TypeError(f"create({variant.name!r}): unknown argument {key!r} for family "
-                                f"{variant.family!r}{_suggest(key, accepted)}")
-        args.update(overrides)
+            args["num_classes"] = weight.num_classes  # the architecture the tag's weights were made for
+        input_cfg = weight.input if weight is not None and weight.input is not None else variant.input
+        model = self.build(variant.family, args, input_cfg, num_classes=num_classes, img_size=img_size,
+                           overrides=overrides, name=variant.name, tag=tag)
+        if pretrained or checkpoint_path is not None:
+            from .hub import load_checkpoint, load_pretrained  # local import: the Hub code loads on first use
+
+            if pretrained:
+                load_pretrained(model, weight, self.complete_args(variant.family, args), revision=revision,
+                                cache_dir=cache_dir)
+            else:
+                load_checkpoint(model, checkpoint_path)  # made for an architecture we only know from its shapes
+        return model
+
+    def build(
+        self,
+        family_name: str,
+        args: Mapping[str, Any],
+        input_cfg: InputConfig,
+        num_classes: Optional[int] = None,
+        img_size: Optional[Union[int, Tuple[int, int]]] = None,
+        overrides: Optional[Mapping[str, Any]] = None,
+        name: Optional[str] = None,
+        tag: Optional[str] = None,
+    ):
+        """Family `family_name` built from `args`, updated by the caller's `overrides`, `num_classes` and
+        `img_size`; the module gets `zoo_config`. `args` must already be valid for the family."""
+        overrides = dict(overrides or {})
+        unknown = self.unknown_arg(family_name, overrides)
+        if unknown is not None:
+            raise TypeError(f"create({name or family_name!r}): {unknown[1]}")
+        args = {**args, **overrides}
         if num_classes is not None:
             args["num_classes"] = num_classes
         if img_size is not None:
             args["img_size"] = img_size
-        model = family.builder(**args)
-
-        input_cfg = (weight.input if weight is not None and weight.input is not None else variant.input)
-        if img_size is not None:
             input_cfg = replace(input_cfg, img_size=_pair(img_size))
+        model = self.families[family_name].builder(**args)
         model.zoo_config = {
-            "name": variant.name, "family": variant.family, "tag": tag, "args": args,
-            "input": input_cfg.to_dict(),
+            "name": name, "family": family_name, "tag": tag, "args": args, "input": input_cfg.to_dict(),
         }
         return model
+
+
+def is_repo_reference(name: Any) -> bool:
+    """True for what `create` loads as a saved model rather than a registry name: `"hf-hub:org/repo"`,
+    a path object, or a string that looks like a path (has a '/' or starts with '.' or '~'). (`create` also
+    takes a bare folder name, such as "runs", when no registered model has that name.)"""
+    if isinstance(name, os.PathLike):
+        return True
+    return isinstance(name, str) and (name.startswith(("hf-hub:", ".", "~")) or "/" in name or os.sep in name)
 
 
 class _FieldError(ValueError):
@@ -523,8 +606,9 @@ def _parse_weight(tag: Any, spec: Any, variant_input: InputConfig, num_classes: 
     except ValueError as e:
         raise _FieldError("input", str(e)) from None
     filename = spec.get("filename", "model.safetensors")
-    if not isinstance(filename, str) or not filename:
-        raise _FieldError("filename", "expected a file name inside the Hub repo")
+    if not isinstance(filename, str) or not filename.endswith(".safetensors"):
+        raise _FieldError("filename", f"expected a .safetensors file inside the Hub repo, got {filename!r}: zoo "
+                                      f"never loads pickled weights from the Hub (convert them with `zoo convert`)")
     return WeightTag(tag=tag, hf_hub_id=hub, filename=filename, format=fmt, license=spec.get("license"),
                      num_classes=n, sha256=sha, input=input_cfg, description=spec.get("description") or "",
                      **metrics)
@@ -577,18 +661,29 @@ def model_info(name: str) -> Variant:
 
 
 def create(
-    name: str,
+    name: Union[str, "os.PathLike[str]"],
     pretrained: Union[bool, str] = False,
     num_classes: Optional[int] = None,
     img_size: Optional[Union[int, Tuple[int, int]]] = None,
+    checkpoint_path: Optional[Union[str, "os.PathLike[str]"]] = None,
+    revision: Optional[str] = None,
+    cache_dir: Optional[Union[str, "os.PathLike[str]"]] = None,
     **overrides: Any,
 ):
     """Build a model by variant name or alias, optionally with a weight tag: `"vit_b_16"`, `"deit_s"`,
-    `"vit_base_patch16_224.mae"`.
+    `"vit_base_patch16_224.mae"`; or load a saved one: `"hf-hub:org/repo[@revision]"` or a folder
+    written by `zoo.save_pretrained` (also a timm or transformers repo of a supported family).
 
     A tag (in the name or as `pretrained="tag"`) sets the architecture that tag's weights need
     (e.g. its num_classes) and its input config. `num_classes`, `img_size` and any other builder
     argument (`drop_path_rate=0.1`, `dynamic_img_size=True`, ...) override the registry's values.
-    The returned module carries `model.zoo_config` (name, family, tag, arguments, input config).
+
+    `pretrained=True` (the default tag) or `pretrained="tag"` downloads the tag's safetensors file from
+    the Hugging Face Hub (`revision`, `cache_dir`; HF_HOME and HF_HUB_OFFLINE are honoured) and loads it
+    strictly. Weights made for another num_classes, img_size or in_chans are adapted and each change
+    is logged (logger "zoo.hub"); `checkpoint_path=` loads a local .safetensors file instead.
+    See docs/hub.md. The returned module carries `model.zoo_config` (name, family, tag, arguments,
+    input config and, when weights were loaded, where from and what was adapted).
     """
-    return REGISTRY.create(name, pretrained=pretrained, num_classes=num_classes, img_size=img_size, **overrides)
+    return REGISTRY.create(name, pretrained=pretrained, num_classes=num_classes, img_size=img_size,
+                           checkpoint_path=checkpoint_path, revision=revision, cache_dir=cache_dir, **overrides)

@@ -12,7 +12,9 @@ State-dict keys are timm's (`patch_embed.proj`, `cls_token`, `dist_token`, `reg_
 """
 from __future__ import annotations
 
-from typing import Dict, Optional, Sequence, Set, Tuple, Union
+import math
+from functools import partial
+from typing import Dict, List, Optional, Sequence, Set, Tuple, Union
 
 import torch
 from torch import nn
@@ -49,7 +51,12 @@ class VisionTransformer(nn.Module):
         mlp_layer: 'mlp' (GELU) or 'swiglu' (DINOv2 giant).
         dynamic_img_size: accept any input size divisible by the patch; positions are resampled.
         dynamic_img_pad: with dynamic_img_size, accept any size; the image is padded right/bottom.
+        norm_eps: LayerNorm epsilon; 1e-6 as in timm and DINOv2 (transformers' ViT, DeiT and ViTMAE use 1e-12).
     """
+
+    # For zoo.hub's loading of checkpoints made for another configuration (state-dict prefixes):
+    first_conv = "patch_embed.proj"  # adapted when in_chans differs
+    classifier = ("head", "head_dist")  # dropped and re-initialised when num_classes differs
 
     def __init__(
         self,
@@ -79,6 +86,7 @@ class VisionTransformer(nn.Module):
         mlp_layer: str = "mlp",
         dynamic_img_size: bool = False,
         dynamic_img_pad: bool = False,
+        norm_eps: float = 1e-6,
     ) -> None:
         super().__init__()
         if global_pool not in GLOBAL_POOLS:
@@ -124,14 +132,15 @@ class VisionTransformer(nn.Module):
         self.pos_embed_type = pos_embed
         self.pos_drop = nn.Dropout(pos_drop_rate)
 
+        norm_layer = partial(LayerNorm, eps=norm_eps)
         dpr = torch.linspace(0, drop_path_rate, depth, device="cpu").tolist()  # stochastic depth rises with depth
         self.blocks = nn.Sequential(*[
             Block(embed_dim, num_heads, mlp_ratio=mlp_ratio, qkv_bias=qkv_bias, qk_norm=qk_norm,
                   proj_drop=proj_drop_rate, attn_drop=attn_drop_rate, init_values=init_values,
-                  drop_path=dpr[i], norm_layer=LayerNorm, mlp_layer=MLP_LAYERS[mlp_layer])
+                  drop_path=dpr[i], norm_layer=norm_layer, mlp_layer=MLP_LAYERS[mlp_layer])
             for i in range(depth)])
-        self.norm = LayerNorm(embed_dim) if not use_fc_norm else nn.Identity()
-        self.fc_norm = LayerNorm(embed_dim) if use_fc_norm else nn.Identity()
+        self.norm = norm_layer(embed_dim) if not use_fc_norm else nn.Identity()
+        self.fc_norm = norm_layer(embed_dim) if use_fc_norm else nn.Identity()
         self.head_drop = nn.Dropout(drop_rate)
         self.head = nn.Linear(embed_dim, num_classes) if num_classes else nn.Identity()
         self.head_dist = (nn.Linear(embed_dim, num_classes) if num_classes else nn.Identity()) if distilled else None
@@ -218,6 +227,35 @@ class VisionTransformer(nn.Module):
                     new = resample_pos_embed(self.pos_embed.data, self.patch_embed.grid_size, old_grid,
                                              0 if self.no_embed_class else self.num_prefix_tokens)
             self.pos_embed = nn.Parameter(new.to(self.pos_embed), requires_grad=self.pos_embed.requires_grad)
+
+    @torch.no_grad()
+    def adapt_state_dict(self, state_dict: Dict[str, torch.Tensor],
+                         source_args: Optional[Dict[str, object]] = None) -> List[str]:
+        """Fit a checkpoint of this architecture made at another input size to this model, in place:
+        learned positions are resampled from the checkpoint's grid to this model's (`resample_pos_embed`),
+        a fixed sin-cos table is recomputed. `source_args` are the arguments the checkpoint was made with;
+        without them a square grid is assumed. Returns one line per change, for the load report."""
+        pos = state_dict.get("pos_embed")
+        if pos is None or self.pos_embed is None:
+            return []
+        prefix = 0 if self.no_embed_class else self.num_prefix_tokens
+        new_grid = self.patch_embed.grid_size
+        if source_args and "img_size" in source_args and "patch_size" in source_args:
+            (h, w), (ph, pw) = to_2tuple(source_args["img_size"]), to_2tuple(source_args["patch_size"])
+            old_grid = (h // ph, w // pw)
+        else:
+            side = math.isqrt(max(pos.shape[1] - prefix, 0))
+            old_grid = (side, side)
+        if old_grid == new_grid and pos.shape == self.pos_embed.shape:
+            return []
+        if pos.ndim != 3 or pos.shape[1] != prefix + old_grid[0] * old_grid[1]:
+            return []  # not a grid this model can read; the strict load reports the shape
+        if self.pos_embed_type == "sincos":
+            state_dict["pos_embed"] = self.pos_embed.detach().clone()
+            return [f"recomputed the fixed sin-cos pos_embed for the {new_grid[0]}x{new_grid[1]} grid "
+                    f"(checkpoint: {old_grid[0]}x{old_grid[1]})"]
+        state_dict["pos_embed"] = resample_pos_embed(pos, new_grid, old_grid, prefix)
+        return [f"resampled pos_embed {old_grid[0]}x{old_grid[1]} -> {new_grid[0]}x{new_grid[1]} (bicubic)"]
 
     # ---------------------------------------------------------------------------------- forward
     def _embed(self, x: torch.Tensor) -> torch.Tensor:
