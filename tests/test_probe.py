@@ -148,8 +148,20 @@ def test_test_labels_are_read_only_after_the_head_is_chosen(tmp_path, monkeypatc
 def test_mae_recipe(tmp_path):
     result = linear_probe(probe_cfg(tmp_path, recipe="mae"), backbone=tiny_backbone())
     assert len(result["heads"]) == 13 and result["chosen"]["n_blocks"] == 1 and not result["chosen"]["avgpool"]
-    from safetensors.torch import load_file
-    assert {"bn_mean", "bn_var"} <= set(load_file(str(tmp_path / "probe" / "head.safetensors")))
+
+
+@pytest.mark.parametrize("norm", ["standardize", "bn"])
+def test_saved_head_folds_the_normalisation(norm):
+    g = torch.Generator().manual_seed(0)
+    inputs = [torch.randn(64, 6, generator=g) * 3 + 5, torch.randn(64, 9, generator=g) - 2]
+    labels = torch.randint(0, 4, (64,), generator=g)
+    heads = train_heads(inputs, labels, LEARNING_RATES, 4, 20, 16, standardize=norm == "standardize",
+                        bn=norm == "bn", optimizer="lars" if norm == "bn" else "sgd")
+    for c, x in enumerate(inputs):
+        for l in (0, 7, 12):
+            w, b = heads.head(c, l)
+            with torch.no_grad():
+                assert max_diff(x @ w.T + b, heads.forward_config(c, x)[:, l]) < 1e-4
 
 
 def test_knn_matches_brute_force_and_runs_on_digits(tmp_path):

@@ -7,7 +7,8 @@ The protocol (Oquab et al. 2023, facebookresearch/dinov2 eval/linear.py), and wh
 - the backbone is frozen and run once, in inference mode, over both splits; features are cached on
   disk (features.py), so probing the same backbone again extracts nothing;
 - 4 feature configurations (last 1 or 4 class tokens, with or without the mean patch token) x 13
-  learning rates = 52 linear heads, trained TOGETHER: per configuration one batched matmul for all
+  learning rates = 52 linear heads (each feature dimension standardised with the training
+  statistics first, unless `standardize=False`; the reference does not), trained TOGETHER: per configuration one batched matmul for all
   13 heads, a summed cross-entropy, and SGD with momentum 0.9 applied to all heads at once with a
   per-head learning rate (scaled by batch / 256), cosine to 0, no warmup, no weight decay; heads
   start at N(0, 0.01), biases 0;
@@ -57,6 +58,8 @@ class ProbeConfig:
     out: Path = setting(Path("runs/linear-probe"), "output directory")
     recipe: str = setting("dinov2", "dinov2 (52 heads: 4 feature configs x 13 lrs) or mae (BN + cls, LARS)",
                           choices=RECIPES)
+    standardize: bool = setting(True, "standardise each feature dimension (train statistics) before the heads; "
+                                      "--no-standardize is DINOv2's exact protocol")
     iterations: int = setting(1000, "optimizer steps for the heads")
     batch_size: int = setting(256, "features per step")
     holdout_fraction: float = setting(0.1, "part of the train split held out to choose the head")
@@ -84,21 +87,41 @@ class SealedLabels:
         return self._labels
 
 
+class Standardize(nn.Module):
+    """(x - mean) / std per feature dimension, with fixed statistics (buffers)."""
+
+    def __init__(self, mean: torch.Tensor, std: torch.Tensor) -> None:
+        super().__init__()
+        self.register_buffer("mean", mean)
+        self.register_buffer("std", std)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std
+
+
 class LinearHeads(nn.Module):
     """len(lrs) linear heads for each feature configuration, evaluated with one matmul per configuration.
 
     weight[c]: (D_c, L, C) and bias[c]: (L, C) for configuration c; head (c, l) is the l-th learning
-    rate's head on configuration c. `bn` puts BatchNorm without affine parameters before the heads.
+    rate's head on configuration c. Before the heads each configuration's features go through
+    `norms[c]`: nothing, fixed standardisation (`standardize`: one (mean, std) pair per
+    configuration), or BatchNorm without affine parameters (`bn`, MAE's recipe).
     """
 
     def __init__(self, in_dims: Sequence[int], num_classes: int, num_lrs: int, bn: bool = False,
-                 generator: Optional[torch.Generator] = None) -> None:
+                 generator: Optional[torch.Generator] = None,
+                 standardize: Optional[Sequence[Tuple[torch.Tensor, torch.Tensor]]] = None) -> None:
         super().__init__()
         self.weight = nn.ParameterList([
             nn.Parameter(torch.randn(d, num_lrs, num_classes, generator=generator) * 0.01) for d in in_dims])
         self.bias = nn.ParameterList([nn.Parameter(torch.zeros(num_lrs, num_classes)) for _ in in_dims])
-        self.norms = nn.ModuleList([nn.BatchNorm1d(d, affine=False, eps=1e-6) if bn else nn.Identity()
-                                    for d in in_dims])
+        if bn:
+            norms = [nn.BatchNorm1d(d, affine=False, eps=1e-6) for d in in_dims]
+        elif standardize is not None:
+            norms = [Standardize(m, sd) for m, sd in standardize]
+        else:
+            norms = [nn.Identity() for _ in in_dims]
+        self.norms = nn.ModuleList(norms)
 
     def forward_config(self, c: int, x: torch.Tensor) -> torch.Tensor:
         """(B, D_c) features of configuration c -> (B, L, C) logits of its L heads, in one matmul."""
@@ -111,9 +134,20 @@ class LinearHeads(nn.Module):
             raise ValueError(f"expected {len(self.weight)} feature tensors (one per configuration), got {len(inputs)}")
         return [self.forward_config(c, x) for c, x in enumerate(inputs)]
 
+    @torch.no_grad()
     def head(self, c: int, l: int) -> Tuple[torch.Tensor, torch.Tensor]:
-        """Head (c, l) as an nn.Linear's (weight (C, D_c), bias (C,))."""
-        return self.weight[c][:, l].T.contiguous(), self.bias[c][l].clone()
+        """Head (c, l) as one nn.Linear on the RAW features (weight (C, D_c), bias (C,)): the
+        standardisation or (eval-mode) BatchNorm in front of it is folded into the weights."""
+        w, b = self.weight[c][:, l], self.bias[c][l]  # (D, C), (C,)
+        norm = self.norms[c]
+        if isinstance(norm, Standardize):
+            shift, scale = norm.mean, 1.0 / norm.std
+        elif isinstance(norm, nn.BatchNorm1d):
+            shift, scale = norm.running_mean, (norm.running_var + norm.eps).rsqrt()
+        else:
+            return w.T.contiguous(), b.clone()
+        w_raw = w * scale.unsqueeze(1)  # (x - shift) * scale @ w == x @ (scale * w) - (shift * scale) @ w
+        return w_raw.T.contiguous(), b - (shift * scale) @ w
 
 
 def _batches(n: int, batch_size: int, iterations: int, generator: torch.Generator):
@@ -129,11 +163,12 @@ def _batches(n: int, batch_size: int, iterations: int, generator: torch.Generato
 @torch.no_grad()
 def train_heads(inputs: Sequence[torch.Tensor], labels: torch.Tensor, lrs: Sequence[float], num_classes: int,
                 iterations: int, batch_size: int, seed: int = 0, optimizer: str = "sgd", bn: bool = False,
-                progress: bool = False) -> LinearHeads:
+                progress: bool = False, standardize: bool = False) -> LinearHeads:
     """Train every (configuration, lr) head at once on fixed features; returns the heads.
 
     Heads start from `LinearHeads(..., generator=Generator().manual_seed(seed))`; batches follow
-    `_batches(N, batch_size, iterations, Generator().manual_seed(seed + 1))`.
+    `_batches(N, batch_size, iterations, Generator().manual_seed(seed + 1))`. `standardize` puts a
+    fixed per-dimension standardisation with these features' mean and std in front of the heads.
 
     `inputs` holds one (N, D_c) tensor per configuration. The loss is the sum over heads of each
     head's mean cross-entropy; its gradient is written out (softmax - one-hot, per head), so one
@@ -142,7 +177,9 @@ def train_heads(inputs: Sequence[torch.Tensor], labels: torch.Tensor, lrs: Seque
     times a cosine factor, applied to all heads in one batched operation.
     """
     init_gen, order_gen = torch.Generator().manual_seed(seed), torch.Generator().manual_seed(seed + 1)
-    heads = LinearHeads([x.shape[1] for x in inputs], num_classes, len(lrs), bn=bn, generator=init_gen).train()
+    stats = [(x.mean(0), x.std(0) + 1e-6) for x in inputs] if standardize else None
+    heads = LinearHeads([x.shape[1] for x in inputs], num_classes, len(lrs), bn=bn, generator=init_gen,
+                        standardize=stats).train()
     batch_size = min(batch_size, labels.shape[0])
     lr = torch.tensor(lrs, dtype=torch.float32) * batch_size / 256  # (L,)
     momentum = [(torch.zeros_like(w), torch.zeros_like(b)) for w, b in zip(heads.weight, heads.bias)]
@@ -221,7 +258,8 @@ def linear_probe(cfg: ProbeConfig, backbone: Optional[nn.Module] = None) -> dict
         configs, lrs, optimizer, bn = ((1, False),), MAE_LEARNING_RATES, "lars", True
     t1 = time.perf_counter()
     heads = train_heads([fit.assemble(n, a) for n, a in configs], fit.labels, lrs, len(classes),
-                        cfg.iterations, cfg.batch_size, cfg.seed, optimizer, bn, cfg.progress)
+                        cfg.iterations, cfg.batch_size, cfg.seed, optimizer, bn, cfg.progress,
+                        standardize=cfg.standardize and not bn)
     t_train = time.perf_counter() - t1
     val_scores = score_heads(heads, [val.assemble(n, a) for n, a in configs], val.labels)  # (configs, lrs, 2)
 
@@ -266,18 +304,14 @@ def linear_probe(cfg: ProbeConfig, backbone: Optional[nn.Module] = None) -> dict
 
 def _save_head(heads: LinearHeads, best: Tuple[int, int], configs, lrs, classes, prep, out: Path) -> None:
     c, l = best
-    weight, bias = heads.head(c, l)
-    tensors = {"weight": weight, "bias": bias}  # nn.Linear layout: (classes, features), (classes,)
-    norm = heads.norms[c]
-    if isinstance(norm, nn.BatchNorm1d):
-        tensors["bn_mean"], tensors["bn_var"] = norm.running_mean.clone(), norm.running_var.clone()
-    save_file(tensors, str(out / "head.safetensors"))
+    weight, bias = heads.head(c, l)  # an nn.Linear on the raw features, normalisation folded in
+    save_file({"weight": weight, "bias": bias}, str(out / "head.safetensors"))
     note = {
         "features": {"n_blocks": configs[c][0], "avgpool": configs[c][1],
                      "what": "concatenated final-normed class tokens of the last n blocks"
                              + (", then the mean of the last block's patch tokens" if configs[c][1] else "")},
-        "batchnorm": "bn_mean / bn_var: standardise features with eps 1e-6 before the head" if "bn_mean" in tensors
-        else None,
+        "head": "nn.Linear(features, classes): logits = features @ weight.T + bias (any feature "
+                "normalisation used in training is folded into weight and bias)",
         "lr": lrs[l], "classes": classes, "backbone": prep.backbone_ref, "input": prep.input_cfg,
     }
     (out / "head.json").write_text(json.dumps(note, indent=2) + "\n")
