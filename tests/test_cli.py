@@ -17,7 +17,7 @@ def run(capsys, *argv):
 
 def test_list_all_and_by_pattern(capsys):
     rc, out, _ = run(capsys, "list")
-    assert rc == 0 and "vit_base_patch16_224" in out and "deit_s" in out and "\n23 models" in out
+    assert rc == 0 and "vit_base_patch16_224" in out and "deit_s" in out and "\n29 models" in out
     rc, out, _ = run(capsys, "list", "deit*distilled*")
     assert rc == 0 and out.count("distilled_patch16") == 4 and "\n4 models" in out
     rc, out, _ = run(capsys, "list", "nothing*")

@@ -7,10 +7,15 @@ from .layer_scale import LayerScale
 from .mlp import Mlp, SwiGLU, swiglu_hidden_features
 from .norm import LayerNorm
 from .patch_embed import PatchEmbed
+from .patch_merging import PatchMerging
 from .pos_embed import resample_pos_embed, sincos_1d, sincos_2d_pos_embed
+from .window_attention import (
+    WindowAttention, WindowGeometry, resize_relative_position_bias_table, window_geometry, window_partition,
+    window_reverse)
 
 __all__ = [
-    "Attention", "Block", "DropPath", "LayerNorm", "LayerScale", "Mlp", "PatchEmbed", "SwiGLU",
-    "capture_attention", "drop_path", "resample_pos_embed", "sincos_1d", "sincos_2d_pos_embed",
-    "swiglu_hidden_features", "to_2tuple",
+    "Attention", "Block", "DropPath", "LayerNorm", "LayerScale", "Mlp", "PatchEmbed", "PatchMerging", "SwiGLU",
+    "WindowAttention", "WindowGeometry", "capture_attention", "drop_path", "resample_pos_embed",
+    "resize_relative_position_bias_table", "sincos_1d", "sincos_2d_pos_embed", "swiglu_hidden_features",
+    "to_2tuple", "window_geometry", "window_partition", "window_reverse",
 ]
