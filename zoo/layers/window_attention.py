@@ -22,8 +22,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .attention import explicit_attention
+from .attention import _prefer_explicit, explicit_attention
 from .helpers import IntOrPair, to_2tuple
+from .linear import Linear
 from .pos_embed import resample_pos_embed
 
 SHIFT_MASK_VALUE = -100.0  # between tokens of different shift regions, as in the Swin reference code
@@ -149,8 +150,9 @@ class WindowAttention(nn.Module):
     Keys match timm: `qkv`, `proj` and `relative_position_bias_table`, shaped
     `((2*Mh-1) * (2*Mw-1), heads)` for `window_size` (Mh, Mw). Windows smaller than that (small maps)
     use the table's centre. Runs through `F.scaled_dot_product_attention` with the bias and the
-    shift/padding mask as one additive mask; inside `capture_attention` it takes the explicit path and
-    records `(B * nW, heads, N, N)` weights per call.
+    shift/padding mask as one additive mask. On CPU in bfloat16/float16, and inside
+    `capture_attention`, it takes the explicit softmax path (`zoo.layers.attention`), which records
+    `(B, nW, heads, N, N)` weights per call.
     """
 
     def __init__(
@@ -172,9 +174,9 @@ class WindowAttention(nn.Module):
         self.window_size = to_2tuple(window_size, "window_size")
         mh, mw = self.window_size
         self.relative_position_bias_table = nn.Parameter(torch.zeros((2 * mh - 1) * (2 * mw - 1), num_heads))
-        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
+        self.qkv = Linear(dim, dim * 3, bias=qkv_bias)
         self.attn_drop = attn_drop
-        self.proj = nn.Linear(dim, dim)
+        self.proj = Linear(dim, dim)
         self.proj_drop = nn.Dropout(proj_drop)
         self.attn_sink = None  # set by capture_attention()
         self._bias_cache: Dict[Tuple, torch.Tensor] = {}
@@ -214,13 +216,14 @@ class WindowAttention(nn.Module):
         BW, N, C = x.shape
         q, k, v = self.qkv(x).view(BW, N, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
         mask = self.attention_bias(geometry, q.dtype)  # (nW or 1, heads, N, N)
-        if mask.shape[0] > 1:  # one mask per window: the same for every image of the batch
-            mask = mask.repeat(BW // mask.shape[0], 1, 1, 1)  # (B * nW, heads, N, N)
         dropout_p = self.attn_drop if self.training else 0.0
-        if self.attn_sink is None:
+        if self.attn_sink is None and not _prefer_explicit(q):
+            if mask.shape[0] > 1:  # one mask per window: the same for every image of the batch
+                mask = mask.repeat(BW // mask.shape[0], 1, 1, 1)  # (B * nW, heads, N, N)
             x = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
-        else:
-            x = explicit_attention(q * self.scale, k, v, mask, dropout_p, self.attn_sink)
+        else:  # explicit softmax: per window, the mask broadcasts over the batch
+            q, k, v = (t.unflatten(0, (-1, geometry.num_windows)) for t in (q * self.scale, k, v))  # (B, nW, ...)
+            x = explicit_attention(q, k, v, mask, dropout_p, self.attn_sink).flatten(0, 1)  # (B * nW, heads, N, hd)
         x = x.transpose(1, 2).reshape(BW, N, C)  # (B * nW, N, C)
         return self.proj_drop(self.proj(x))
 

@@ -26,7 +26,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from ..layers import (
-    DropPath, LayerNorm, Mlp, PatchEmbed, PatchMerging, WindowAttention, resize_relative_position_bias_table,
+    DropPath, LayerNorm, Linear, Mlp, PatchEmbed, PatchMerging, WindowAttention, resize_relative_position_bias_table,
     to_2tuple, window_geometry, window_partition, window_reverse)
 from ..registry import register_family
 
@@ -61,7 +61,7 @@ class SwinTransformerBlock(nn.Module):
                                     proj_drop=proj_drop)
         self.drop_path1 = DropPath(drop_path) if drop_path > 0 else nn.Identity()
         self.norm2 = SwinNorm(dim)
-        self.mlp = Mlp(dim, int(dim * mlp_ratio), drop=proj_drop)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio), drop=proj_drop, linear_layer=Linear)
         self.drop_path2 = DropPath(drop_path) if drop_path > 0 else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, H, W, C) -> (B, H, W, C)
@@ -119,7 +119,7 @@ class ClassifierHead(nn.Module):
             raise ValueError(f"global_pool must be one of {GLOBAL_POOLS}, got {global_pool!r}")
         self.global_pool = global_pool
         self.drop = nn.Dropout(drop_rate)
-        self.fc = nn.Linear(in_features, num_classes) if num_classes else nn.Identity()
+        self.fc = Linear(in_features, num_classes) if num_classes else nn.Identity()
 
     def forward(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         """(B, H, W, C) -> (B, num_classes); with global_pool='' -> (B, H, W, num_classes)."""
