@@ -114,7 +114,8 @@ def test_stage_maps_at_224_and_options():
         last_two = model.forward_intermediates(x, indices=2, intermediates_only=True)
         assert max_diff(last_two[0], maps[2]) < 1e-6 and len(last_two) == 2
         early, picked = model.forward_intermediates(x, indices=[0, -3], stop_early=True, output_fmt="NHWC")
-        assert [tuple(m.shape) for m in picked] == [(1, 56, 56, 96), (1, 28, 28, 192)] and early.shape == (1, 28, 28, 192)
+        assert [tuple(m.shape) for m in picked] == [(1, 56, 56, 96), (1, 28, 28, 192)]
+        assert early.shape == (1, 28, 28, 192)  # stopped after stage 2: its output, as in timm
     with pytest.raises(ValueError, match="4 stages"):
         model.forward_intermediates(x, indices=5)
     with pytest.raises(ValueError, match="out of range"):

@@ -15,8 +15,8 @@ from .window_attention import (
     window_reverse)
 
 __all__ = [
-    "Attention", "Block", "DropPath", "LayerNorm", "LayerScale", "Linear", "Mlp", "PatchEmbed", "PatchMerging", "SwiGLU",
-    "WindowAttention", "WindowGeometry", "capture_attention", "drop_path", "resample_pos_embed",
+    "Attention", "Block", "DropPath", "LayerNorm", "LayerScale", "Linear", "Mlp", "PatchEmbed", "PatchMerging",
+    "SwiGLU", "WindowAttention", "WindowGeometry", "capture_attention", "drop_path", "resample_pos_embed",
     "resize_relative_position_bias_table", "sincos_1d", "sincos_2d_pos_embed", "swiglu_hidden_features",
     "to_2tuple", "window_geometry", "window_partition", "window_reverse",
 ]
