@@ -167,7 +167,7 @@ def _reference_window_attention(attn: WindowAttention, x, window, shift):
 def test_window_attention_matches_its_definition(size, window, shift):
     attn = randomize_(WindowAttention(16, num_heads=2, window_size=window)).eval()
     x = torch.randn(1, *size, 16)
-    geometry = window_geometry(size, window, shift, window, x.device)
+    geometry = window_geometry(size, window, shift, x.device)
     with torch.no_grad():
         out = window_reverse(attn(window_partition(x, geometry), geometry), geometry)
         assert max_diff(out, _reference_window_attention(attn, x, window, shift)) < 1e-5
@@ -179,7 +179,7 @@ def test_window_attention_matches_its_definition(size, window, shift):
 
 
 def test_padded_tokens_get_no_attention():
-    geometry = window_geometry((10, 13), (4, 4), (2, 2), (4, 4), torch.device("cpu"))
+    geometry = window_geometry((10, 13), (4, 4), (2, 2), torch.device("cpu"))
     attn = randomize_(WindowAttention(16, num_heads=2, window_size=4)).eval()
     x = torch.randn(1, 10, 13, 16)
     with torch.no_grad(), capture_attention(attn) as maps:

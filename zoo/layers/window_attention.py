@@ -9,7 +9,7 @@ tokens are masked as keys and dropped as queries, so they never change a real to
 `window_geometry` computes everything a map size needs, once: the roll and the padding folded into
 one gather index that lays the tokens out window by window, its inverse, the additive shift/padding
 mask and the relative-position index into the bias table. It is cached per (size, window, shift,
-table window, device), so a forward pass at a size seen before builds nothing.
+device), so a forward pass at a size seen before builds nothing.
 """
 from __future__ import annotations
 
@@ -42,7 +42,7 @@ class WindowGeometry:
     gather: torch.Tensor  # (nW * N,) long: for each window slot, the map token (row-major) it holds
     scatter: torch.Tensor  # (H * W,) long: for each map token, its window slot
     mask: Optional[torch.Tensor]  # (nW, N, N) float32 additive mask; None without shift and padding
-    relative_position_index: torch.Tensor  # (N * N,) long, into the bias table of the table window
+    relative_position_index: torch.Tensor  # (N * N,) long, into the bias table of the configured window
     key: Tuple  # identifies this geometry in caches
 
     @property
@@ -80,13 +80,12 @@ def window_geometry(
     size: Tuple[int, int],
     window: Tuple[int, int],
     shift: Tuple[int, int],
-    table_window: Tuple[int, int],
     device: torch.device,
 ) -> WindowGeometry:
     """The window layout of an `(H, W)` map for a block with this `window` and `shift` (0 or M // 2).
 
-    Per axis, a map not larger than the window gets one window the size of the map and no shift (so
-    the relative-position bias table of a window of `table_window` is indexed in its centre).
+    Per axis, a map not larger than the window gets one window the size of the map and no shift (it
+    then uses the centre of the block's relative-position bias table, which is sized for `window`).
     Otherwise the map is padded right/bottom to a multiple of the window, then rolled by `-shift`
     (torchvision's order: the region mask is built on the padded map). Cached: call freely.
     """
@@ -122,11 +121,11 @@ def window_geometry(
                 padded_keys = ~by_window(real)[:, None, :]  # (nW, 1, N)
                 mask = mask + torch.where(padded_keys, PAD_MASK_VALUE, 0.0)
             mask = mask.to(device)
-        index = relative_position_index((mh, mw), table_window).flatten()
+        index = relative_position_index((mh, mw), window).flatten()
     return WindowGeometry(
         size=(H, W), window=(mh, mw), shift=(sh, sw), padded_size=(Hp, Wp), gather=gather.to(device),
         scatter=scatter.to(device), mask=mask, relative_position_index=index.to(device),
-        key=(H, W, mh, mw, sh, sw, table_window, str(device)))
+        key=(H, W, window, shift, str(device)))
 
 
 def window_partition(x: torch.Tensor, geometry: WindowGeometry) -> torch.Tensor:

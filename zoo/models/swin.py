@@ -66,7 +66,7 @@ class SwinTransformerBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, H, W, C) -> (B, H, W, C)
         _, H, W, _ = x.shape
-        geometry = window_geometry((H, W), self.window_size, self.shift_size, self.window_size, x.device)
+        geometry = window_geometry((H, W), self.window_size, self.shift_size, x.device)
         windows = window_partition(self.norm1(x), geometry)  # (B * nW, N, C)
         x = x + self.drop_path1(window_reverse(self.attn(windows, geometry), geometry))
         return x + self.drop_path2(self.mlp(self.norm2(x)))
