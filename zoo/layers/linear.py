@@ -17,6 +17,7 @@ memory: half the size of the float32 weight, for as long as the module lives (`d
 """
 from __future__ import annotations
 
+import platform
 from typing import Dict, Optional, Tuple
 
 import torch
@@ -25,8 +26,21 @@ from torch import nn
 
 ONEDNN_LINEAR = True
 _ACTIVATIONS = (None, "gelu")
-_op = getattr(torch.ops.mkldnn, "_linear_pointwise", None) if torch.backends.mkldnn.is_available() else None
-_reorder = getattr(torch.ops.mkldnn, "_reorder_linear_weight", None) if _op is not None else None
+
+
+def _find_ops():
+    """oneDNN's linear and weight-prepacking ops, where this build has them (x86-64 only: elsewhere
+    PyTorch's own kernels are used), and whether the CPU runs oneDNN's bfloat16 kernels."""
+    if platform.machine().lower() not in ("x86_64", "amd64") or not torch.backends.mkldnn.is_available():
+        return None, None, False
+    try:
+        op, reorder = torch.ops.mkldnn._linear_pointwise, torch.ops.mkldnn._reorder_linear_weight
+        return op, reorder, bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return None, None, False
+
+
+_op, _reorder, _BF16_OK = _find_ops()
 _ATTRS = {None: ("none", [], ""), "gelu": ("gelu", [], "none")}  # oneDNN post-op: exact (erf) GELU
 
 
@@ -37,7 +51,7 @@ def _use_onednn(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tens
                                     or (bias is not None and bias.requires_grad)):
         return False  # no backward for the oneDNN op
     dtype = torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else weight.dtype
-    return dtype in (torch.float32, torch.bfloat16)
+    return dtype == torch.float32 or (dtype == torch.bfloat16 and _BF16_OK)
 
 
 def linear(
@@ -90,9 +104,7 @@ class Linear(nn.Linear):
         cached = self._cached_weights.get(key)
         if cached is None:
             with torch.inference_mode(False), torch.no_grad():  # ordinary tensors, no graph
-                weight = w.to(dtype)
-                if _reorder is not None:
-                    weight = _reorder(weight, None)  # oneDNN's blocked layout
+                weight = _reorder(w.to(dtype), None)  # oneDNN's blocked layout
                 cached = (weight, None if b is None else b.to(dtype))
             self._cached_weights.clear()  # one copy per module: the current weights
             self._cached_weights[key] = cached
