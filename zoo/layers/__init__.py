@@ -4,14 +4,20 @@ from .block import Block
 from .drop_path import DropPath, drop_path
 from .helpers import to_2tuple
 from .layer_scale import LayerScale
+from .linear import Linear
 from .masking import random_masking
 from .mlp import Mlp, SwiGLU, swiglu_hidden_features
 from .norm import LayerNorm
 from .patch_embed import PatchEmbed
+from .patch_merging import PatchMerging
 from .pos_embed import resample_pos_embed, sincos_1d, sincos_2d_pos_embed
+from .window_attention import (
+    WindowAttention, WindowGeometry, resize_relative_position_bias_table, window_geometry, window_partition,
+    window_reverse)
 
 __all__ = [
-    "Attention", "Block", "DropPath", "LayerNorm", "LayerScale", "Mlp", "PatchEmbed", "SwiGLU",
-    "capture_attention", "drop_path", "random_masking", "resample_pos_embed", "sincos_1d", "sincos_2d_pos_embed",
-    "swiglu_hidden_features", "to_2tuple",
+    "Attention", "Block", "DropPath", "LayerNorm", "LayerScale", "Linear", "Mlp", "PatchEmbed", "PatchMerging",
+    "SwiGLU", "WindowAttention", "WindowGeometry", "capture_attention", "drop_path", "random_masking",
+    "resample_pos_embed", "resize_relative_position_bias_table", "sincos_1d", "sincos_2d_pos_embed",
+    "swiglu_hidden_features", "to_2tuple", "window_geometry", "window_partition", "window_reverse",
 ]

@@ -1,15 +1,21 @@
 """Feed-forward layers of a transformer block: the GELU MLP and DINOv2's SwiGLU."""
 from __future__ import annotations
 
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .linear import Linear
+
 
 class Mlp(nn.Module):
-    """Linear -> GELU -> Linear (keys `fc1`, `fc2`)."""
+    """Linear -> GELU -> Linear (keys `fc1`, `fc2`).
+
+    `linear_layer=zoo.layers.Linear` runs both on oneDNN during CPU inference, with the (exact) GELU
+    inside `fc1`'s call (see `zoo/layers/linear.py`); the default is `nn.Linear`.
+    """
 
     def __init__(
         self,
@@ -19,17 +25,19 @@ class Mlp(nn.Module):
         act_layer: type[nn.Module] = nn.GELU,
         bias: bool = True,
         drop: float = 0.0,
+        linear_layer: Callable[..., nn.Linear] = nn.Linear,
     ) -> None:
         super().__init__()
         hidden_features = hidden_features or in_features
         out_features = out_features or in_features
-        self.fc1 = nn.Linear(in_features, hidden_features, bias=bias)
+        self.fc1 = linear_layer(in_features, hidden_features, bias=bias)
         self.act = act_layer()
-        self.fc2 = nn.Linear(hidden_features, out_features, bias=bias)
+        self.fc2 = linear_layer(hidden_features, out_features, bias=bias)
         self.drop = nn.Dropout(drop)
+        self.fuse_gelu = isinstance(self.fc1, Linear) and type(self.act) is nn.GELU and self.act.approximate == "none"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, N, D) -> (B, N, D_out)
-        x = self.act(self.fc1(x))  # (B, N, H)
+        x = self.fc1(x, activation="gelu") if self.fuse_gelu else self.act(self.fc1(x))  # (B, N, H)
         x = self.drop(x)
         return self.drop(self.fc2(x))
 

@@ -1,0 +1,89 @@
+"""zoo.layers.Linear: the oneDNN inference path equals F.linear, and steps aside whenever it must."""
+import pytest
+import torch
+import torch.nn.functional as F
+
+import zoo.layers.linear as linear_module
+from conftest import max_diff, randomize_
+from zoo.layers import Linear, Mlp
+
+needs_onednn = pytest.mark.skipif(linear_module._op is None, reason="this PyTorch build has no oneDNN linear")
+
+
+@pytest.fixture
+def calls(monkeypatch):
+    """Count calls into the oneDNN op."""
+    count = []
+    op = linear_module._op
+
+    def spy(*args):
+        count.append(args[-3])  # the post-op: 'none' or 'gelu'
+        return op(*args)
+
+    monkeypatch.setattr(linear_module, "_op", spy if op is not None else None)
+    return count
+
+
+@needs_onednn
+def test_float32_inference_matches_f_linear(calls):
+    layer = randomize_(Linear(96, 384))
+    x = torch.randn(2, 7, 5, 96)
+    with torch.no_grad():
+        assert max_diff(layer(x), F.linear(x, layer.weight, layer.bias)) < 1e-5
+        assert max_diff(layer(x, activation="gelu"), F.gelu(F.linear(x, layer.weight, layer.bias))) < 1e-5
+    assert calls == ["none", "gelu"]
+    bias_free = randomize_(Linear(96, 8, bias=False))
+    with torch.inference_mode():
+        assert max_diff(bias_free(x), x @ bias_free.weight.T) < 1e-5
+
+
+@needs_onednn
+def test_training_takes_f_linear_and_gets_gradients(calls):
+    layer = randomize_(Linear(16, 4))
+    x = torch.randn(3, 16)
+    layer(x, activation="gelu").sum().backward()
+    assert calls == [] and layer.weight.grad is not None
+    linear_module.ONEDNN_LINEAR = False
+    try:
+        with torch.no_grad():
+            layer(x)
+    finally:
+        linear_module.ONEDNN_LINEAR = True
+    assert calls == []
+    with pytest.raises(ValueError, match="activation"):
+        layer(x, activation="relu")
+
+
+@needs_onednn
+def test_autocast_uses_a_cached_bf16_weight_that_follows_changes(calls):
+    layer = randomize_(Linear(32, 64))
+    x = torch.randn(4, 32)
+    with torch.no_grad():
+        reference = F.linear(x, layer.weight, layer.bias)  # float32, outside autocast (whose own cast
+        with torch.autocast("cpu", dtype=torch.bfloat16):  # cache would not see the in-place edit)
+            out = layer(x)
+            assert out.dtype == torch.bfloat16 and max_diff(out, reference) < 0.02
+            cached = next(iter(layer._cached_weights.values()))
+            layer(x)
+            assert next(iter(layer._cached_weights.values())) is cached  # built once
+            layer.weight.mul_(-1)  # an optimizer step or load_state_dict changes the weight in place
+            out = layer(x)
+        assert max_diff(out, F.linear(x, layer.weight, layer.bias)) < 0.02
+    assert len(layer._cached_weights) == 1 and len(calls) == 3
+    layer.to(torch.float64)
+    assert not layer._cached_weights
+    layer.float()
+    layer.drop_cached_weights()
+
+
+def test_mlp_with_zoo_linear_fuses_gelu_and_matches_the_plain_mlp():
+    plain = randomize_(Mlp(48, 192))
+    fast = Mlp(48, 192, linear_layer=Linear)
+    fast.load_state_dict(plain.state_dict(), strict=True)
+    assert fast.fuse_gelu and not plain.fuse_gelu
+    x = torch.randn(2, 9, 48)
+    with torch.no_grad():
+        assert max_diff(fast(x), plain(x)) < 1e-5
+    assert max_diff(fast(x), plain(x)) < 1e-5  # with autograd: F.linear, then GELU
+    tanh = Mlp(48, 192, act_layer=torch.nn.Tanh, linear_layer=Linear)
+    assert not tanh.fuse_gelu
