@@ -63,6 +63,9 @@ TRANSFORMERS_CASES = {
         ["dropped the mask token (used only in masked pretraining) (1 tensor)"]),
     "vit-mae": (lambda: transformers.ViTMAEForPreTraining(transformers.ViTMAEConfig(**SMALL, **MAE_DECODER)),
                 "mae", ["dropped the MAE decoder (24 tensors)"]),
+    "swin": (lambda: transformers.SwinForImageClassification(transformers.SwinConfig(
+        image_size=32, patch_size=4, embed_dim=16, depths=[2, 2], num_heads=[1, 2], window_size=4, num_labels=5)),
+        "logits", []),
 }
 
 
@@ -297,3 +300,18 @@ def test_swin_release_maps_to_timm_keys():
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
         assert max_diff(ref(x), src(x)) == 0
+
+
+def test_zoo_convert_from_swin_end_to_end(tmp_path):
+    """`zoo convert --from swin` on a .pth laid out like microsoft/Swin-Transformer's releases (merging
+    at the end of each stage, `head`, saved buffers, nested under "model"), then zoo.create on the result."""
+    src = randomize_(zoo.create("swin_tiny_patch4_window7_224", depths=(2, 2, 2, 2), num_classes=5)).eval()
+    original = {re.sub(r"^layers\.(\d+)\.downsample", lambda m: f"layers.{int(m.group(1)) - 1}.downsample", k)
+                .replace("head.fc.", "head."): v for k, v in src.state_dict().items()}
+    torch.save({"model": original}, tmp_path / "swin.pth")
+    assert main(["convert", "--from", "swin", str(tmp_path / "swin.pth"), "--out", str(tmp_path / "out")]) == 0
+    ours = zoo.create(str(tmp_path / "out")).eval()
+    x = torch.randn(1, 3, 224, 224)
+    with torch.no_grad():
+        assert max_diff(ours(x), src(x)) == 0
+    assert type(ours).__name__ == "SwinTransformer" and ours.num_classes == 5

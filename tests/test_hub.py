@@ -63,6 +63,7 @@ ACCEPTANCE = [  # (name, overrides, batch): the default tag of each; fewer block
     ("vit_base_patch16_224", {"depth": 2}, 2),
     ("deit_tiny_distilled_patch16_224", {"depth": 2}, 2),
     ("vit_small_patch14_reg4_dinov2", {"depth": 2}, 1),
+    ("swin_tiny_patch4_window7_224", {"depths": (2, 2, 2, 2)}, 2),
 ]
 
 OFFLINE_SCRIPT = """
@@ -121,7 +122,7 @@ def test_pretrained_true_reproduces_timm_offline(offline_run, name):
     weights = offline_run["report"][name]
     variant = zoo.model_info(name)
     assert weights["source"] == f"hf-hub:{variant.weights[variant.default_tag].hf_hub_id}/model.safetensors"
-    assert weights["adapted"] == [] and weights["license"] == "apache-2.0"
+    assert weights["adapted"] == [] and weights["license"] == variant.weights[variant.default_tag].license
 
 
 def test_not_cached_offline_says_what_to_do(offline_run):
@@ -437,7 +438,7 @@ def test_missing_and_unexpected_keys_are_listed_and_counted(tmp_path, offline):
 
 @pytest.mark.parametrize("config, message", [
     ({"format": "zoo", "family": "evil", "args": {}},
-     ["names family 'evil', which is not registered here (registered: vit", "never imports code"]),
+     ["names family 'evil', which is not registered here (registered: mae, swin, vit)", "never imports code"]),
     ({"format": "zoo", "family": "vit", "args": {"depth": 1, "exec": "import os"}},
      ["unknown argument 'exec' for family 'vit'"]),
     ({"format": "zoo", "family": "vit", "args": [1, 2]}, ["'args' must be a JSON object"]),
@@ -502,3 +503,23 @@ def test_cli_export_to_timm_format(tmp_path, offline, capsys):
         assert max_diff(exported(x), ref(x)) < 1e-6
     rc = main(["export", str(tmp_path / "out"), "--out", str(tmp_path / "zoo-out")])
     assert rc == 0 and json.loads((tmp_path / "zoo-out" / "config.json").read_text())["format"] == "zoo"
+
+
+def test_swin_weights_load_into_another_window_with_resized_bias_tables(tmp_path):
+    """A window-7 Swin checkpoint in a window-12 model at 384: every bias table is resized bicubically
+    (13x13 -> 23x23 offsets per head), the rest loads strictly, and the model runs."""
+    src = randomize_(zoo.create("swin_tiny_patch4_window7_224", depths=(2, 2, 2, 2), num_classes=5)).eval()
+    path = tmp_path / "w7.safetensors"
+    safetensors.torch.save_file(src.state_dict(), str(path))
+    model = zoo.create("swin_tiny_patch4_window7_224", depths=(2, 2, 2, 2), num_classes=5, img_size=384,
+                       window_size=12, checkpoint_path=str(path)).eval()
+    notes = model.zoo_config["weights"]["adapted"]
+    assert notes == ["resized 8 relative-position bias tables (bicubic) for window 12x12: 169 -> 529 rows"]
+    for name, table in model.named_parameters():
+        if name.endswith("relative_position_bias_table"):
+            old = src.state_dict()[name].T.reshape(1, -1, 13, 13)  # (1, heads, 13, 13) offsets
+            expected = torch.nn.functional.interpolate(old, size=(23, 23), mode="bicubic", antialias=True)
+            assert max_diff(table, expected.reshape(-1, 23 * 23).T) < 1e-5, name
+    assert torch.equal(model.state_dict()["head.fc.weight"], src.state_dict()["head.fc.weight"])
+    with torch.no_grad():
+        assert torch.isfinite(model(torch.randn(1, 3, 384, 384))).all()

@@ -151,6 +151,10 @@ class SwinTransformer(nn.Module):
         drop_path_rate: stochastic depth, rising linearly over all blocks to this value (timm's default 0.1).
     """
 
+    # For zoo.hub's loading of checkpoints made for another configuration (state-dict prefixes):
+    first_conv = "patch_embed.proj"  # adapted when in_chans differs
+    classifier = ("head.fc",)  # dropped and re-initialised when num_classes differs
+
     def __init__(
         self,
         img_size: Union[int, Tuple[int, int]] = 224,
@@ -252,6 +256,31 @@ class SwinTransformer(nn.Module):
         if num_classes:
             nn.init.trunc_normal_(self.head.fc.weight, std=0.02)
             nn.init.zeros_(self.head.fc.bias)
+
+    def adapt_state_dict(self, state_dict: Dict[str, torch.Tensor],
+                         source_args: Optional[Mapping[str, Any]] = None) -> List[str]:
+        """zoo.hub's hook: fit a Swin checkpoint to this model in place (see `adapt_state_dict` below:
+        bias tables resized for another window, computed buffers dropped, the original release's
+        layout renamed). Returns one line per kind of change, for the load report."""
+        before = {k: tuple(v.shape) for k, v in state_dict.items()}
+        adapted = adapt_state_dict(state_dict, self)
+        notes = []
+        resized = [(before[k][0], v.shape[0]) for k, v in adapted.items() if k in before
+                   and k.endswith("relative_position_bias_table") and before[k] != tuple(v.shape)]
+        if resized:
+            notes.append(f"resized {len(resized)} relative-position bias tables (bicubic) for window "
+                         f"{self.window_size[0]}x{self.window_size[1]}: "
+                         + ", ".join(f"{a} -> {b} rows" for a, b in sorted(set(resized))))
+        dropped = [k for k in before if k.endswith(("relative_position_index", "attn_mask"))]
+        if dropped:
+            notes.append(f"dropped {len(dropped)} buffers that the model computes itself "
+                         f"(relative_position_index, attn_mask)")
+        renamed = len(set(adapted) - set(before))
+        if renamed:
+            notes.append(f"renamed {renamed} keys from the original Swin release's layout to timm's")
+        state_dict.clear()
+        state_dict.update(adapted)
+        return notes
 
     # ---------------------------------------------------------------------------------- forward
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
