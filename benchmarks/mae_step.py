@@ -172,7 +172,6 @@ def main(argv=None) -> int:
         print(f"{precision}: zoo {ips['zoo']:.2f} img/s, reference {ips['timm-block reference']:.2f} img/s, "
               f"ratio {ips['zoo'] / ips['timm-block reference']:.3f}; peak step memory zoo "
               f"{mem['zoo'] / 2**20:.0f} MiB, reference {mem['timm-block reference'] / 2**20:.0f} MiB", flush=True)
-        del models, opts, ours, ref
     print("\n| precision | zoo img/s | reference img/s | zoo / reference | zoo peak MiB | reference peak MiB |")
     print("|---|---|---|---|---|---|")
     for r in rows:

@@ -7,10 +7,10 @@ import torch.nn.functional as F
 
 import zoo
 from conftest import max_diff, randomize_
-from zoo.eval.features import FeatureSet, extract_features
+from zoo.eval.features import extract_features
 from zoo.eval.knn import KnnConfig, knn, knn_predict
-from zoo.eval.linear_probe import (FEATURE_CONFIGS, LEARNING_RATES, LinearHeads, ProbeConfig, SealedLabels,
-                                   _batches, linear_probe, train_heads)
+from zoo.eval.linear_probe import (FEATURE_CONFIGS, LEARNING_RATES, LinearHeads, ProbeConfig, _batches, linear_probe,
+                                   train_heads)
 
 
 def tiny_backbone(seed=0):

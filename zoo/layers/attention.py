@@ -13,11 +13,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .linear import Linear, linear
 from .norm import LayerNorm
 
 
 class Attention(nn.Module):
-    """Keys: `qkv` (one Linear for q, k and v), optional `q_norm` / `k_norm` (qk-norm), `proj`."""
+    """Keys: `qkv` (one Linear for q, k and v), optional `q_norm` / `k_norm` (qk-norm), `proj`.
+
+    The projections are `zoo.layers.Linear` (oneDNN during CPU inference, see linear.py)."""
 
     def __init__(
         self,
@@ -35,11 +38,11 @@ class Attention(nn.Module):
         self.num_heads = num_heads
         self.head_dim = dim // num_heads
         self.scale = self.head_dim**-0.5
-        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
+        self.qkv = Linear(dim, dim * 3, bias=qkv_bias)
         self.q_norm = norm_layer(self.head_dim) if qk_norm else nn.Identity()
         self.k_norm = norm_layer(self.head_dim) if qk_norm else nn.Identity()
         self.attn_drop = attn_drop
-        self.proj = nn.Linear(dim, dim)
+        self.proj = Linear(dim, dim)
         self.proj_drop = nn.Dropout(proj_drop)
         self.attn_sink: Optional[List[torch.Tensor]] = None  # set by capture_attention()
 
@@ -62,8 +65,8 @@ class Attention(nn.Module):
         else:
             # Queries for the first tokens only; keys and values for all. Same weights, fewer FLOPs.
             w, b = self.qkv.weight, self.qkv.bias
-            q = self._heads(F.linear(x[:, :num_queries], w[:D], None if b is None else b[:D]))
-            k, v = F.linear(x, w[D:], None if b is None else b[D:]).view(
+            q = self._heads(linear(x[:, :num_queries], w[:D], None if b is None else b[:D]))
+            k, v = linear(x, w[D:], None if b is None else b[D:]).view(
                 B, N, 2, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
         q, k = self.q_norm(q), self.k_norm(k)  # (B, heads, L, head_dim)
 

@@ -1,7 +1,7 @@
 """Feed-forward layers of a transformer block: the GELU MLP and DINOv2's SwiGLU."""
 from __future__ import annotations
 
-from typing import Callable, Optional
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -13,8 +13,8 @@ from .linear import Linear
 class Mlp(nn.Module):
     """Linear -> GELU -> Linear (keys `fc1`, `fc2`).
 
-    `linear_layer=zoo.layers.Linear` runs both on oneDNN during CPU inference, with the (exact) GELU
-    inside `fc1`'s call (see `zoo/layers/linear.py`); the default is `nn.Linear`.
+    Both are `zoo.layers.Linear`: during CPU inference they run on oneDNN, with the (exact) GELU
+    inside `fc1`'s call (see `zoo/layers/linear.py`).
     """
 
     def __init__(
@@ -25,16 +25,15 @@ class Mlp(nn.Module):
         act_layer: type[nn.Module] = nn.GELU,
         bias: bool = True,
         drop: float = 0.0,
-        linear_layer: Callable[..., nn.Linear] = nn.Linear,
     ) -> None:
         super().__init__()
         hidden_features = hidden_features or in_features
         out_features = out_features or in_features
-        self.fc1 = linear_layer(in_features, hidden_features, bias=bias)
+        self.fc1 = Linear(in_features, hidden_features, bias=bias)
         self.act = act_layer()
-        self.fc2 = linear_layer(hidden_features, out_features, bias=bias)
+        self.fc2 = Linear(hidden_features, out_features, bias=bias)
         self.drop = nn.Dropout(drop)
-        self.fuse_gelu = isinstance(self.fc1, Linear) and type(self.act) is nn.GELU and self.act.approximate == "none"
+        self.fuse_gelu = type(self.act) is nn.GELU and self.act.approximate == "none"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, N, D) -> (B, N, D_out)
         x = self.fc1(x, activation="gelu") if self.fuse_gelu else self.act(self.fc1(x))  # (B, N, H)
@@ -70,8 +69,8 @@ class SwiGLU(nn.Module):
         hidden_features = swiglu_hidden_features(hidden_features or 4 * in_features)
         out_features = out_features or in_features
         self.hidden_features = hidden_features
-        self.fc1 = nn.Linear(in_features, 2 * hidden_features, bias=bias)
-        self.fc2 = nn.Linear(hidden_features, out_features, bias=bias)
+        self.fc1 = Linear(in_features, 2 * hidden_features, bias=bias)
+        self.fc2 = Linear(hidden_features, out_features, bias=bias)
         self.drop = nn.Dropout(drop)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, N, D) -> (B, N, D_out)

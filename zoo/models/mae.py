@@ -20,7 +20,7 @@ from typing import Optional, Set, Tuple, Union
 import torch
 from torch import nn
 
-from ..layers import Block, LayerNorm, random_masking, sincos_2d_pos_embed
+from ..layers import Block, LayerNorm, Linear, random_masking, sincos_2d_pos_embed
 from ..registry import register_family
 from .vit import VisionTransformer
 
@@ -89,7 +89,7 @@ class MaskedAutoencoder(nn.Module):
         self.norm_pix_loss = norm_pix_loss
         self.mask_ratio = mask_ratio
 
-        self.decoder_embed = nn.Linear(embed_dim, decoder_embed_dim)
+        self.decoder_embed = Linear(embed_dim, decoder_embed_dim)
         self.mask_token = nn.Parameter(torch.zeros(1, 1, decoder_embed_dim))
         self.decoder_pos_embed = nn.Parameter(  # fixed, like the encoder's; cls row of zeros in front
             sincos_2d_pos_embed(decoder_embed_dim, self.grid_size, num_prefix_tokens=1).unsqueeze(0),
@@ -98,7 +98,7 @@ class MaskedAutoencoder(nn.Module):
             Block(decoder_embed_dim, decoder_num_heads, mlp_ratio=mlp_ratio, qkv_bias=True, norm_layer=LayerNorm)
             for _ in range(decoder_depth)])
         self.decoder_norm = LayerNorm(decoder_embed_dim)
-        self.decoder_pred = nn.Linear(decoder_embed_dim, patch_size * patch_size * in_chans)
+        self.decoder_pred = Linear(decoder_embed_dim, patch_size * patch_size * in_chans)
         self.init_weights()
 
     @torch.no_grad()

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from ..layers import Block, LayerNorm, Mlp, PatchEmbed, SwiGLU, resample_pos_embed, sincos_2d_pos_embed, to_2tuple
+from ..layers import Block, LayerNorm, Linear, Mlp, PatchEmbed, SwiGLU, resample_pos_embed, sincos_2d_pos_embed, to_2tuple
 from ..registry import register_family
 
 MLP_LAYERS = {"mlp": Mlp, "swiglu": SwiGLU}
@@ -142,8 +142,8 @@ class VisionTransformer(nn.Module):
         self.norm = norm_layer(embed_dim) if not use_fc_norm else nn.Identity()
         self.fc_norm = norm_layer(embed_dim) if use_fc_norm else nn.Identity()
         self.head_drop = nn.Dropout(drop_rate)
-        self.head = nn.Linear(embed_dim, num_classes) if num_classes else nn.Identity()
-        self.head_dist = (nn.Linear(embed_dim, num_classes) if num_classes else nn.Identity()) if distilled else None
+        self.head = Linear(embed_dim, num_classes) if num_classes else nn.Identity()
+        self.head_dist = (Linear(embed_dim, num_classes) if num_classes else nn.Identity()) if distilled else None
         self.init_weights()
 
     # ----------------------------------------------------------------------------------- set-up
@@ -202,7 +202,7 @@ class VisionTransformer(nn.Module):
         def new_head() -> nn.Module:
             if not num_classes:
                 return nn.Identity()
-            head = nn.Linear(self.embed_dim, num_classes, device=device)
+            head = Linear(self.embed_dim, num_classes, device=device)
             nn.init.trunc_normal_(head.weight, std=0.02)
             nn.init.zeros_(head.bias)
             return head
