@@ -99,8 +99,11 @@ def explicit_attention(
     `sink` when one is given (see capture_attention).
     """
     attn = q @ k.transpose(-2, -1)  # (B, heads, Lq, N)
-    if attn_mask is not None:
-        attn = attn.masked_fill(~attn_mask, float("-inf")) if attn_mask.dtype == torch.bool else attn + attn_mask
+    if attn_mask is not None:  # in place (the matmul's backward does not need its output): one less copy
+        if attn_mask.dtype == torch.bool:
+            attn.masked_fill_(~attn_mask, float("-inf"))
+        else:
+            attn.add_(attn_mask)
     attn = attn.softmax(dim=-1)
     if sink is not None:
         sink.append(attn.detach())
