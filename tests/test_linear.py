@@ -38,13 +38,23 @@ def test_float32_inference_matches_f_linear(calls):
 
 
 @needs_onednn
-def test_training_takes_f_linear_and_gets_gradients(calls):
+def test_float32_training_runs_forward_and_backward_on_onednn(calls):
     layer = randomize_(Linear(16, 4))
-    x = torch.randn(3, 16)
-    layer(x, activation="gelu").sum().backward()
-    assert calls == [] and layer.weight.grad is not None
+    x = torch.randn(3, 5, 16, requires_grad=True)
+    g = torch.randn(3, 5, 4)
+    layer(x, activation="gelu").backward(g)
+    assert calls == ["none", "none", "none"]  # forward, grad_input, grad_weight (GELU outside: it needs its input)
+    ours = [x.grad.clone(), layer.weight.grad.clone(), layer.bias.grad.clone()]
+    x.grad = layer.weight.grad = layer.bias.grad = None
+    F.gelu(F.linear(x, layer.weight, layer.bias)).backward(g)
+    for a, b in zip(ours, (x.grad, layer.weight.grad, layer.bias.grad)):
+        assert max_diff(a, b) < 1e-5
+    calls.clear()
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # bf16 training: PyTorch's F.linear (oneDNN already)
+        layer(x).float().sum().backward()
     linear_module.ONEDNN_LINEAR = False
     try:
+        layer(x).sum().backward()
         with torch.no_grad():
             layer(x)
     finally:
