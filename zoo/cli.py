@@ -177,6 +177,42 @@ def cmd_quickstart(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_finetune(args: argparse.Namespace) -> int:
+    from .training.finetune import FinetuneConfig, finetune
+    from .training.loop import NonFiniteLossError
+
+    cfg = _settings(FinetuneConfig, args)
+    try:
+        s = finetune(cfg, resume=args.resume)
+    except NonFiniteLossError as e:
+        print(f"zoo finetune: stopped: {e}", file=sys.stderr)
+        return 1
+    if "finished" in s:  # only the main process reports
+        best = s["best"]
+        state = "finished" if s["finished"] else f"paused after epoch {s['epochs']} (--resume continues)"
+        print(f"\n{state}: {s['epochs']} epochs" + (" (early stop)" if s.get("early_stopped") else "")
+              + f"; best val top-1 {best['top1']:.2f}% at epoch {best['epoch'] + 1} ({best['weights']} weights)")
+        if "test" in s:
+            t = s["test"]
+            print(f"test (best model, once): top-1 {t['test_top1']:.2f}%  top-5 {t['test_top5']:.2f}%  "
+                  f"ECE {t['test_ece']:.2f}%")
+        print(f"best model: {s['best_dir']}  (zoo.create(...) loads it; zoo push uploads it)\nrun directory: {cfg.out}")
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from .predict import load_classifier, predict
+
+    pretrained = True if args.pretrained is True or str(args.pretrained).lower() in ("true", "default") \
+        else args.pretrained
+    model = load_classifier(args.model, pretrained)
+    for path, top in zip(args.images, predict(args.images, model, args.top_k)):
+        print(path)
+        for label, p in top:
+            print(f"  {p * 100:6.2f}%  {label}")
+    return 0
+
+
 def cmd_download(args: argparse.Namespace) -> int:
     for path in hub.download(args.name, revision=args.revision, cache_dir=args.cache_dir, force=args.force):
         print(path)
@@ -259,6 +295,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", type=Path, metavar="FILE", help="YAML file of settings (keys as the flags)")
     add_arguments(p, QuickstartConfig)
     p.set_defaults(func=cmd_quickstart)
+
+    from .training.finetune import FinetuneConfig
+
+    p = sub.add_parser(
+        "finetune", help="fine-tune a model on a folder of labelled images or the built-in digits",
+        description="Supervised fine-tuning with the modern ViT recipe (AdamW, layer-wise lr decay, warmup + cosine, "
+                    "RandAugment, Mixup/CutMix, label smoothing, drop path, EMA, gradient clipping); resumable, "
+                    "multi-process with torchrun; the best model is saved with zoo.save_pretrained.")
+    p.add_argument("--config", type=Path, metavar="FILE", help="YAML file of settings (keys as the flags)")
+    p.add_argument("--resume", type=Path, metavar="RUN_DIR",
+                   help="continue this run from its latest checkpoint, with its config.yaml (flags override)")
+    add_arguments(p, FinetuneConfig)
+    p.set_defaults(func=cmd_finetune)
+
+    p = sub.add_parser("predict", help="top-k labels for image files",
+                       description="Classify images with a registered model (--pretrained) or a saved one "
+                                   "(e.g. the best/ folder of zoo finetune); prints the top-k labels with probabilities.")
+    p.add_argument("images", nargs="+", help="image files")
+    p.add_argument("--model", required=True, help="registered NAME[.TAG], a saved model directory or hf-hub:ORG/NAME")
+    p.add_argument("--pretrained", nargs="?", const=True, default=False,
+                   help="with a registered name: load its weights (optionally a tag)")
+    p.add_argument("--top-k", type=int, default=5, help="labels per image (default: 5)")
+    p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("download", help="fetch weights into the Hugging Face cache (for offline use later)",
                        description="Download and verify a model's weights into the Hugging Face cache ($HF_HOME/hub); "

@@ -42,8 +42,9 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type, skip: tuple = ()) 
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
         help_text = f"{f.metadata.get('help', '')} (default: {default})"
         kwargs: Dict[str, Any] = {"default": argparse.SUPPRESS, "help": help_text, "dest": f.name}
-        if "choices" in f.metadata:
-            kwargs["choices"] = f.metadata["choices"]
+        for key in ("choices", "nargs", "const"):
+            if key in f.metadata:
+                kwargs[key] = f.metadata[key]
         if tp is bool:
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, **kwargs)
         elif typing.get_origin(tp) is dict:

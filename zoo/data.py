@@ -37,11 +37,13 @@ class DataError(ValueError):
 
 # ------------------------------------------------------------------------------------- datasets
 class TensorImages(Dataset):
-    """In-memory images (N, C, H, W) in [0, 1], with optional integer labels."""
+    """In-memory images (N, C, H, W) in [0, 1], with optional integer labels. With `as_pil` the
+    transform receives a PIL image (timm's training transforms want one)."""
 
     def __init__(self, images: torch.Tensor, labels: Optional[torch.Tensor] = None,
-                 transform: Optional[Callable] = None, classes: Optional[List[str]] = None) -> None:
-        self.images, self.labels, self.transform = images, labels, transform
+                 transform: Optional[Callable] = None, classes: Optional[List[str]] = None,
+                 as_pil: bool = False) -> None:
+        self.images, self.labels, self.transform, self.as_pil = images, labels, transform, as_pil
         self.classes = classes or []
 
     def __len__(self) -> int:
@@ -49,17 +51,21 @@ class TensorImages(Dataset):
 
     def __getitem__(self, i: int):
         img = self.images[i]
+        if self.as_pil:
+            img = v2.functional.to_pil_image((img * 255).round().to(torch.uint8))
         if self.transform is not None:
             img = self.transform(img)
         return img if self.labels is None else (img, int(self.labels[i]))
 
 
 class ImageFiles(Dataset):
-    """Image files loaded with PIL as RGB, with optional integer labels."""
+    """Image files loaded with PIL as RGB, with optional integer labels. The transform receives a
+    float tensor in [0, 1], or with `as_pil` the PIL image."""
 
     def __init__(self, paths: Sequence[Path], labels: Optional[Sequence[int]] = None,
-                 transform: Optional[Callable] = None, classes: Optional[List[str]] = None) -> None:
-        self.paths, self.labels, self.transform = list(paths), labels, transform
+                 transform: Optional[Callable] = None, classes: Optional[List[str]] = None,
+                 as_pil: bool = False) -> None:
+        self.paths, self.labels, self.transform, self.as_pil = list(paths), labels, transform, as_pil
         self.classes = classes or []
 
     def __len__(self) -> int:
@@ -69,7 +75,9 @@ class ImageFiles(Dataset):
         from PIL import Image
 
         with Image.open(self.paths[i]) as im:
-            img = v2.functional.to_dtype(v2.functional.to_image(im.convert("RGB")), torch.float32, scale=True)
+            img = im.convert("RGB")
+        if not self.as_pil:
+            img = v2.functional.to_dtype(v2.functional.to_image(img), torch.float32, scale=True)
         if self.transform is not None:
             img = self.transform(img)
         return img if self.labels is None else (img, int(self.labels[i]))
@@ -248,3 +256,35 @@ def stratified_holdout(labels: torch.Tensor, fraction: float, seed: int) -> Tupl
     stratify = labels.numpy() if counts[counts > 0].min() >= 2 else None
     keep, held = train_test_split(idx, test_size=fraction, stratify=stratify, random_state=seed)
     return torch.from_numpy(np.sort(keep)), torch.from_numpy(np.sort(held))
+
+
+def finetune_splits(data: str, seed: int = 0, holdout_fraction: float = 0.1) -> dict:
+    """{'train', 'val', 'test' (or None), 'classes'} for fine-tuning, datasets without transforms yet
+    (set `.transform` once the model's input config is known).
+
+    digits: the train split minus a stratified, seeded `holdout_fraction` (that part is val), and
+    the test split. A folder: `train/` and `val/` are required, `test/` is optional; one sub-folder per
+    class, the classes being train's.
+    """
+    if data == DIGITS:
+        split = load_digits_split(seed=seed)
+        keep, held = stratified_holdout(split["train"].labels, holdout_fraction, seed)
+        tr = split["train"]
+        return {"train": TensorImages(tr.images[keep], tr.labels[keep], classes=DIGIT_CLASSES),
+                "val": TensorImages(tr.images[held], tr.labels[held], classes=DIGIT_CLASSES),
+                "test": TensorImages(split["test"].images, split["test"].labels, classes=DIGIT_CLASSES),
+                "classes": DIGIT_CLASSES}
+    root = Path(data).expanduser()
+    if not (root / "train").is_dir() or not (root / "val").is_dir():
+        raise DataError(f"--data {data!r}: expected 'digits' or a folder with train/ and val/ (test/ optional), "
+                        f"one sub-folder per class in each")
+    paths, labels, classes = class_folder(root / "train")
+    out = {"train": ImageFiles(paths, labels, classes=classes), "classes": classes, "test": None}
+    for name in ("val", "test"):
+        if (root / name).is_dir():
+            p, y, names = class_folder(root / name)
+            unknown = sorted(set(names) - set(classes))
+            if unknown:
+                raise DataError(f"{root / name}: classes {unknown[:5]} do not exist in train/")
+            out[name] = ImageFiles(p, [classes.index(names[i]) for i in y], classes=classes)
+    return out

@@ -444,6 +444,9 @@ def create_from_repo(ref: PathLike, num_classes: Optional[int] = None, img_size:
                            name=name, tag=tag)
     load_state_dict(model, state_dict, REGISTRY.complete_args(family, args), source.describe(WEIGHTS_NAME), notes)
     model.zoo_config["weights"].update(meta)
+    labels = config.get("label_names") if fmt == "zoo" else None
+    if isinstance(labels, list) and len(labels) == getattr(model, "num_classes", -1):  # a new head has none
+        model.zoo_config["label_names"] = [str(x) for x in labels]
     return model
 
 
@@ -557,6 +560,8 @@ def save_pretrained(model: nn.Module, save_dir: PathLike, format: str = "zoo", l
             "args": args, "input": cfg["input"], "license": license, "metrics": dict(metrics),
             "source": loaded.get("source"),
         }
+        if cfg.get("label_names"):
+            config["label_names"] = list(cfg["label_names"])
     else:
         config = _timm_config(model, cfg, args, license)
     (save_dir / CONFIG_NAME).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
@@ -641,6 +646,10 @@ def _model_card(cfg: Mapping[str, Any], args: Mapping[str, Any], license: Option
             ("Input size", f"{size}, mean {_nums(inp['mean'])}, std {_nums(inp['std'])}, crop_pct {inp['crop_pct']}, "
                            f"{inp['interpolation']}"),
             ("Classes", str(num_classes) if num_classes else "none (features)")]
+    labels = cfg.get("label_names")
+    if labels:
+        rows.append(("Labels", ", ".join(str(x) for x in labels[:20]) + (f", ... ({len(labels)} in all)"
+                                                                            if len(labels) > 20 else "")))
     rows += [(f"{k} (reported)", f"{v:.1f}") for k, v in metrics.items()]
     source = (cfg.get("weights") or {}).get("source")
     if source:

@@ -7,8 +7,8 @@ The protocol (Oquab et al. 2023, facebookresearch/dinov2 eval/linear.py), and wh
 - the backbone is frozen and run once, in inference mode, over both splits; features are cached on
   disk (features.py), so probing the same backbone again extracts nothing;
 - 4 feature configurations (last 1 or 4 class tokens, with or without the mean patch token) x 13
-  learning rates = 52 linear heads (each feature dimension standardised with the training
-  statistics first, unless `standardize=False`; the reference does not), trained TOGETHER: per configuration one batched matmul for all
+  learning rates = 52 linear heads (optionally on standardised features, `standardize=True`),
+  trained TOGETHER: per configuration one batched matmul for all
   13 heads, a summed cross-entropy, and SGD with momentum 0.9 applied to all heads at once with a
   per-head learning rate (scaled by batch / 256), cosine to 0, no warmup, no weight decay; heads
   start at N(0, 0.01), biases 0;
@@ -58,8 +58,8 @@ class ProbeConfig:
     out: Path = setting(Path("runs/linear-probe"), "output directory")
     recipe: str = setting("dinov2", "dinov2 (52 heads: 4 feature configs x 13 lrs) or mae (BN + cls, LARS)",
                           choices=RECIPES)
-    standardize: bool = setting(True, "standardise each feature dimension (train statistics) before the heads; "
-                                      "--no-standardize is DINOv2's exact protocol")
+    standardize: bool = setting(False, "standardise each feature dimension with the train statistics before the "
+                                       "heads (not in DINOv2's protocol; see docs/probe.md)")
     iterations: int = setting(1000, "optimizer steps for the heads")
     batch_size: int = setting(256, "features per step")
     holdout_fraction: float = setting(0.1, "part of the train split held out to choose the head")

@@ -231,13 +231,16 @@ class VisionTransformer(nn.Module):
     @torch.no_grad()
     def adapt_state_dict(self, state_dict: Dict[str, torch.Tensor],
                          source_args: Optional[Dict[str, object]] = None) -> List[str]:
-        """Fit a checkpoint of this architecture made at another input size to this model, in place:
-        learned positions are resampled from the checkpoint's grid to this model's (`resample_pos_embed`),
-        a fixed sin-cos table is recomputed. `source_args` are the arguments the checkpoint was made with;
-        without them a square grid is assumed. Returns one line per change, for the load report."""
+        """Fit a checkpoint of this architecture made at another input size or pooling to this model,
+        in place: learned positions are resampled from the checkpoint's grid to this model's
+        (`resample_pos_embed`), a fixed sin-cos table is recomputed; a final norm made for the other
+        pooling moves between `norm` (before token pooling) and `fc_norm` (after average pooling), as
+        when MAE's encoder is fine-tuned with average pooling. `source_args` are the arguments the
+        checkpoint was made with; without them a square grid is assumed. Returns one line per change."""
+        notes = self._adapt_final_norm(state_dict)
         pos = state_dict.get("pos_embed")
         if pos is None or self.pos_embed is None:
-            return []
+            return notes
         prefix = 0 if self.no_embed_class else self.num_prefix_tokens
         new_grid = self.patch_embed.grid_size
         if source_args and "img_size" in source_args and "patch_size" in source_args:
@@ -247,15 +250,25 @@ class VisionTransformer(nn.Module):
             side = math.isqrt(max(pos.shape[1] - prefix, 0))
             old_grid = (side, side)
         if old_grid == new_grid and pos.shape == self.pos_embed.shape:
-            return []
+            return notes
         if pos.ndim != 3 or pos.shape[1] != prefix + old_grid[0] * old_grid[1]:
-            return []  # not a grid this model can read; the strict load reports the shape
+            return notes  # not a grid this model can read; the strict load reports the shape
         if self.pos_embed_type == "sincos":
             state_dict["pos_embed"] = self.pos_embed.detach().clone()
-            return [f"recomputed the fixed sin-cos pos_embed for the {new_grid[0]}x{new_grid[1]} grid "
-                    f"(checkpoint: {old_grid[0]}x{old_grid[1]})"]
+            return notes + [f"recomputed the fixed sin-cos pos_embed for the {new_grid[0]}x{new_grid[1]} grid "
+                            f"(checkpoint: {old_grid[0]}x{old_grid[1]})"]
         state_dict["pos_embed"] = resample_pos_embed(pos, new_grid, old_grid, prefix)
-        return [f"resampled pos_embed {old_grid[0]}x{old_grid[1]} -> {new_grid[0]}x{new_grid[1]} (bicubic)"]
+        return notes + [f"resampled pos_embed {old_grid[0]}x{old_grid[1]} -> {new_grid[0]}x{new_grid[1]} (bicubic)"]
+
+    def _adapt_final_norm(self, state_dict: Dict[str, torch.Tensor]) -> List[str]:
+        has_fc_norm = not isinstance(self.fc_norm, nn.Identity)
+        src, dst = ("norm", "fc_norm") if has_fc_norm else ("fc_norm", "norm")
+        if f"{src}.weight" not in state_dict or f"{dst}.weight" in state_dict:
+            return []
+        for part in ("weight", "bias"):
+            state_dict[f"{dst}.{part}"] = state_dict.pop(f"{src}.{part}")
+        where = "after average pooling" if has_fc_norm else "before token pooling"
+        return [f"moved the checkpoint's final norm ({src}) to {dst}, {where}"]
 
     # ---------------------------------------------------------------------------------- forward
     def _embed(self, x: torch.Tensor) -> torch.Tensor:

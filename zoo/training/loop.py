@@ -74,6 +74,9 @@ class Callback:
 
     name = "callback"
 
+    def on_step_end(self, trainer: "Trainer") -> None:
+        """Runs on every process after each optimizer update (EMA weights)."""
+
     def on_epoch_end(self, trainer: "Trainer", epoch: int) -> Dict[str, float]:
         """Runs on every process after each epoch; returned numbers join the epoch's log record."""
         return {}
@@ -109,7 +112,11 @@ def seed_everything(seed: int) -> None:
 
 
 def _rng_state() -> dict:
-    state = {"torch": torch.get_rng_state(), "python": random.getstate()}
+    """torch, CUDA, Python and NumPy generator states (timm's Mixup draws from NumPy, RandAugment from
+    Python), as plain values that `torch.load(weights_only=True)` reads back."""
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    state = {"torch": torch.get_rng_state(), "python": random.getstate(),
+             "numpy": (kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached)}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -118,6 +125,8 @@ def _rng_state() -> dict:
 def _set_rng_state(state: dict) -> None:
     torch.set_rng_state(state["torch"])
     random.setstate(state["python"])
+    kind, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
 
@@ -280,6 +289,8 @@ class Trainer:
                 self.scaler.update()
                 opt.zero_grad(set_to_none=True)
                 self.global_step += 1
+                for cb in self.callbacks:
+                    cb.on_step_end(self)
 
             loss = out.loss.item()
             images = out.batch_size * self.dist.world_size

@@ -1,0 +1,179 @@
+"""`zoo finetune` and `zoo predict`, on real data (digits and scikit-learn's two sample photos)."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import timm
+import torch
+from safetensors.torch import load_file
+
+import zoo
+from zoo.cli import main
+from zoo.eval.linear_probe import ProbeConfig, linear_probe
+from zoo.eval.metrics import ClassificationMeter, expected_calibration_error
+from zoo.training.checkpoint import find_checkpoint
+from zoo.training.finetune import FinetuneConfig, finetune, optimizer_groups
+from zoo.training.mae import MAEPretrainConfig, pretrain_mae
+
+
+
+def lr_scales(model, decay):
+    names = {id(p): n for n, p in model.named_parameters()}
+    return {names[id(p)]: g["lr_scale"] for g in optimizer_groups(model, 0.05, decay) for p in g["params"]}
+
+
+def test_layer_decay_vit():
+    model = zoo.create("vit_tiny_patch16_224", depth=4, num_classes=3)
+    scales = lr_scales(model, 0.6)
+    assert len(scales) == len(list(model.parameters()))
+    layer_id = {"patch_embed": 0, "cls_token": 0, "pos_embed": 0, "norm": 4, "head": 5}
+    for name, scale in scales.items():
+        top = name.split(".")[0]
+        lid = int(name.split(".")[1]) + 1 if top == "blocks" else layer_id[top]
+        assert scale == pytest.approx(0.6 ** (4 + 1 - lid)), name
+
+
+def test_layer_decay_swin_groups_by_stage_and_block_like_timm():
+    model = zoo.create("swin_tiny_patch4_window7_224", depths=(2, 2, 2, 2), num_classes=3)
+    scales = lr_scales(model, 0.5)
+    # stem 0; blocks 1..8 in order, a stage's patch merging with its first block; final norm with the
+    # last block; the head on top (9)
+    assert scales["patch_embed.proj.weight"] == 0.5 ** 9
+    assert scales["layers.0.blocks.0.attn.qkv.weight"] == 0.5 ** 8
+    assert scales["layers.1.downsample.reduction.weight"] == scales["layers.1.blocks.0.mlp.fc1.weight"] == 0.5 ** 6
+    assert scales["layers.3.blocks.1.norm2.weight"] == scales["norm.weight"] == 0.5
+    assert scales["head.fc.weight"] == 1.0
+    # and exactly what timm's grouping gives its own Swin (the parameter names are the same)
+    from timm.optim import param_groups_layer_decay
+    ref = timm.create_model("swin_tiny_patch4_window7_224", depths=(2, 2, 2, 2), num_classes=3)
+    names = {id(p): n for n, p in ref.named_parameters()}
+    theirs = {names[id(p)]: g["lr_scale"] for g in param_groups_layer_decay(ref, 0.05, layer_decay=0.5)
+              for p in g["params"]}
+    assert theirs == scales
+
+
+def test_ece_matches_an_independent_computation():
+    probs = torch.tensor([[0.9, 0.1], [0.6, 0.4], [0.55, 0.45], [0.2, 0.8], [0.3, 0.7], [0.95, 0.05]])
+    labels = torch.tensor([0, 1, 0, 1, 0, 0])
+    # 15 bins of width 1/15: confidences 0.9 (bin 13), 0.6 (bin 8), 0.55 (bin 8), 0.8 (bin 11),
+    # 0.7 (bin 10), 0.95 (bin 14); correct: yes, no, yes, yes, no, yes
+    expected = (abs(1 - 0.9) + abs(1 - (0.6 + 0.55)) + abs(1 - 0.8) + abs(0 - 0.7) + abs(1 - 0.95)) / 6 * 100
+    assert expected_calibration_error(probs, labels) == pytest.approx(expected, abs=1e-6)
+    meter = ClassificationMeter(2)
+    meter.update(probs.log(), labels)  # logits whose softmax is `probs`
+    summary = meter.summary("val_")
+    assert summary["val_top1"] == pytest.approx(4 / 6 * 100) and summary["val_ece"] == pytest.approx(expected, 1e-5)
+    assert summary["val_loss"] == pytest.approx(-probs[torch.arange(6), labels].log().mean().item(), 1e-5)
+
+
+def small_finetune(out: Path, model: str, **kw) -> FinetuneConfig:
+    base = dict(model=model, data="digits", out=out, epochs=6, batch_size=64, lr=2e-3, warmup_epochs=1,
+                crop_scale=(0.7, 1.0), hflip=0.0, mixup=0.2, cutmix=0.0, reprob=0.0, rand_aug="rand-m5-mstd0.5",
+                ema_decay=0.99, layer_decay=0.75, log_every=5, progress=False)
+    base.update(kw)
+    return FinetuneConfig(**base)
+
+
+@pytest.fixture(scope="module")
+def encoder(tmp_path_factory):
+    """The quickstart's MAE (mae_vit_tiny_patch4_dec128d2b) pretrained briefly on digits: its encoder/."""
+    run = tmp_path_factory.mktemp("mae")
+    pretrain_mae(MAEPretrainConfig(out=run, batch_size=128, lr=1.5e-3, warmup_epochs=1, epochs=6,
+                                   crop_scale=(1.0, 1.0), hflip=0.0, ckpt_every=6, progress=False, num_held_out=4))
+    return run / "encoder"
+
+
+@pytest.fixture(scope="module")
+def finetuned(encoder, tmp_path_factory):
+    out = tmp_path_factory.mktemp("ft") / "run"
+    return out, finetune(small_finetune(out, str(encoder)))
+
+
+def test_finetuning_the_mae_encoder_beats_its_linear_probe(encoder, finetuned, tmp_path):
+    out, summary = finetuned
+    probe = linear_probe(ProbeConfig(model=str(encoder), out=tmp_path / "probe", cache_dir=tmp_path / "cache",
+                                     iterations=300, progress=False))
+    assert summary["finished"] and summary["test"]["test_top1"] > probe["chosen"]["test_top1"], \
+        (summary["test"], probe["chosen"])
+    # what the run leaves behind
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    epochs = [r for r in records if r["kind"] == "epoch"]
+    assert len(epochs) == 6
+    for key in ("val_loss", "val_top1", "val_top5", "val_ece", "ema_val_top1", "best_val_top1"):
+        assert key in epochs[-1], key
+    assert summary["best"]["top1"] == max(max(r["val_top1"], r["ema_val_top1"]) for r in epochs)
+    for png in ("training_curves.png", "confusion_matrix.png", "confusion_matrix_test.png"):
+        assert (out / png).stat().st_size > 5000, png
+    best = zoo.create(str(out / "best"))
+    assert best.zoo_config["label_names"] == [str(i) for i in range(10)] and best.num_classes == 10
+    config = json.loads((out / "best" / "config.json").read_text())
+    assert config["metrics"]["val_top1"] == pytest.approx(summary["best"]["top1"], abs=1e-3)
+    assert "Labels | 0, 1, 2" in (out / "best" / "README.md").read_text()
+
+
+def test_finetuning_at_48px_resamples_and_says_so(encoder, tmp_path, capsys):
+    rc = main(["finetune", "--model", str(encoder), "--img-size", "48", "--epochs", "1", "--warmup-epochs", "0.5",
+               "--batch-size", "64", "--out", str(tmp_path / "run"), "--no-progress", "--mixup", "0", "--cutmix", "0",
+               "--ema-decay", "0"])
+    out = capsys.readouterr().out
+    assert rc == 0
+    assert "adapted the weights: recomputed the fixed sin-cos pos_embed for the 12x12 grid (checkpoint: 8x8)" in out
+    best = zoo.create(str(tmp_path / "run" / "best"))
+    assert best.patch_embed.img_size == (48, 48) and best.pos_embed.shape[1] == 1 + 144
+
+
+def test_resume_continues_exactly(encoder, tmp_path):
+    cfg = dict(epochs=2, ckpt_every=1, mixup=0.8, cutmix=1.0, reprob=0.25, rand_aug="rand-m9-mstd0.5-inc1")
+    finetune(small_finetune(tmp_path / "straight", str(encoder), **cfg))
+    paused = finetune(small_finetune(tmp_path / "resumed", str(encoder), stop_after_epoch=1, **cfg))
+    assert paused["finished"] is False
+    finetune(small_finetune(tmp_path / "resumed", str(encoder), **cfg), resume=tmp_path / "resumed")
+    for name in ("model.safetensors",):
+        a = load_file(str(find_checkpoint(tmp_path / "straight") / name))
+        b = load_file(str(find_checkpoint(tmp_path / "resumed") / name))
+        assert max((a[k] - b[k]).abs().max().item() for k in a) <= 1e-6
+    ema_a = torch.load(find_checkpoint(tmp_path / "straight") / "state.pt", weights_only=True)["callbacks"]
+    ema_b = torch.load(find_checkpoint(tmp_path / "resumed") / "state.pt", weights_only=True)["callbacks"]
+    assert max((ema_a["validation"]["ema"][k] - v).abs().max().item()
+               for k, v in ema_b["validation"]["ema"].items()) <= 1e-6
+    assert ema_a["validation"]["best"] == ema_b["validation"]["best"]
+
+
+def test_two_process_gloo_run(encoder, tmp_path):
+    run = tmp_path / "ddp"
+    torchrun = Path(sys.executable).with_name("torchrun")
+    cmd = [str(torchrun), "--standalone", "--nproc_per_node", "2", "-m", "zoo", "finetune", "--model", str(encoder),
+           "--out", str(run), "--epochs", "1", "--batch-size", "32", "--lr", "1e-3", "--warmup-epochs", "0.5",
+           "--no-progress", "--ema-decay", "0.99"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"},
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["world_size"] == 2 and summary["ranks_in_sync"]
+    assert summary["param_checksums"][0] == summary["param_checksums"][1]
+    assert [p.name for p in (run / "checkpoints").iterdir() if p.is_dir()] == ["epoch_0001"]
+    # the val split (144 digits) was split over the ranks without duplicates: 144 images scored
+    assert summary["val_images"] == 144 and proc.stdout.count("finished: 1 epochs") == 1
+
+
+def test_predict_on_the_sample_photos(finetuned, tmp_path, capsys):
+    from PIL import Image
+    from sklearn.datasets import load_sample_images
+
+    paths = []
+    for name, photo in zip(("china.jpg", "flower.jpg"), load_sample_images().images):
+        paths.append(str(tmp_path / name))
+        Image.fromarray(photo).save(paths[-1])
+    out, _ = finetuned
+    assert main(["predict", *paths, "--model", str(out / "best")]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == paths[0] and lines[6] == paths[1]
+    for block in (lines[1:6], lines[7:12]):
+        probs = [float(line.split("%")[0]) / 100 for line in block]
+        labels = [line.split("%")[1].strip() for line in block]
+        assert set(labels) <= {str(i) for i in range(10)} and len(set(labels)) == 5
+        assert probs == sorted(probs, reverse=True) and 0 < sum(probs) <= 1 + 1e-6
+    assert main(["predict", paths[0], "--model", str(tmp_path / "nope")]) == 2

@@ -1,0 +1,353 @@
+"""`zoo finetune`: supervised fine-tuning with the recipe ViT papers use (DeiT, MAE, BEiT).
+
+    from zoo.training.finetune import FinetuneConfig, finetune
+    summary = finetune(FinetuneConfig(model="runs/mae/encoder", data="digits", epochs=30))
+
+Recipe (each piece a setting; timm's implementations where timm has them): AdamW without weight
+decay on biases, norms, positions and tokens; layer-wise lr decay through the model's
+`group_matcher` (`timm.optim.param_groups_layer_decay`); linear warmup then cosine, per iteration;
+RandAugment, RandomResizedCrop, flip and random erasing (`timm.data.create_transform`); Mixup /
+CutMix with a soft-target loss, or label smoothing; drop path; head dropout; gradient clipping
+(1.0); gradient accumulation; mixed precision; an EMA of the weights, evaluated beside the raw
+weights; gradient checkpointing; early stopping on val top-1.
+
+It runs on the same `Trainer` as MAE pretraining (progress bar, metrics.jsonl, atomic checkpoints,
+exact --resume, non-finite loss stops, torchrun DDP). Every epoch both weight sets are scored on the
+val split (loss, top-1, top-5, expected calibration error over 15 bins); whichever is best so far
+is saved with `zoo.save_pretrained` under `best/` (label names in its config, ready to push). At
+the end the best model is scored once on the test split, if there is one, and the run directory
+gets confusion_matrix.png and training_curves.png.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, Optional, Tuple, Union
+
+import torch
+import yaml
+from torch import nn
+from torch.utils.data import DataLoader, DistributedSampler, Subset
+
+from .. import registry
+from ..config import setting, to_dict
+from ..data import eval_transform, finetune_splits
+from ..eval.metrics import ClassificationMeter
+from .distributed import DistInfo, cleanup_distributed, init_distributed
+from .loop import PRECISIONS, Callback, StepOutput, Trainer, TrainConfig, autocast, seed_everything
+from .plots import plot_confusion_matrix
+
+
+@dataclass
+class FinetuneConfig:
+    model: str = setting("vit_small_patch16_224", "registered name[.tag], a saved model directory (e.g. an MAE "
+                                                   "run's encoder/) or hf-hub:org/repo")
+    pretrained: Union[bool, str] = setting(False, "load the registry's weights: --pretrained (default tag) or "
+                                                  "--pretrained TAG", nargs="?", const=True)
+    data: str = setting("digits", "'digits' or a folder with train/ and val/ (test/ optional), one folder per class")
+    out: Path = setting(Path("runs/finetune"), "run directory")
+    img_size: Optional[int] = setting(None, "input size (default: the model's); positions / bias tables are adapted")
+    global_pool: Optional[str] = setting(None, "ViT pooling: token or avg (MAE fine-tunes with avg); default: the "
+                                               "model's", choices=("token", "avg"))
+    epochs: int = setting(30, "epochs in the whole run")
+    batch_size: int = setting(64, "images per process per step")
+    accum_iter: int = setting(1, "gradient accumulation steps per optimizer update")
+    blr: float = setting(5e-4, "base learning rate; lr = blr * effective batch / 256")
+    lr: Optional[float] = setting(None, "absolute learning rate; overrides --blr")
+    min_lr: float = setting(1e-6, "learning rate at the end of the cosine")
+    weight_decay: float = setting(0.05, "AdamW weight decay (not on biases, norms, positions, tokens)")
+    layer_decay: float = setting(0.75, "layer-wise lr decay: layer i of L gets lr * decay^(L + 1 - i); 1 = off")
+    warmup_epochs: float = setting(5.0, "linear warmup length in epochs")
+    drop_path: float = setting(0.1, "stochastic depth rate")
+    head_dropout: float = setting(0.0, "dropout before the classifier")
+    smoothing: float = setting(0.1, "label smoothing")
+    mixup: float = setting(0.8, "Mixup alpha (0 = off)")
+    cutmix: float = setting(1.0, "CutMix alpha (0 = off)")
+    mixup_prob: float = setting(1.0, "probability of applying Mixup or CutMix to a batch")
+    rand_aug: str = setting("rand-m9-mstd0.5-inc1", "timm RandAugment policy ('' = off)")
+    crop_scale: Tuple[float, float] = setting((0.08, 1.0), "RandomResizedCrop area range")
+    hflip: float = setting(0.5, "horizontal flip probability")
+    reprob: float = setting(0.25, "random erasing probability")
+    clip_grad: Optional[float] = setting(1.0, "clip the gradient norm to this value (none: no clipping)")
+    ema_decay: float = setting(0.9999, "EMA of the weights, evaluated beside them (0 = off)")
+    grad_checkpointing: bool = setting(False, "recompute activations in backward (less memory)")
+    patience: Optional[int] = setting(None, "stop after this many epochs without a better val top-1")
+    holdout_fraction: float = setting(0.1, "for digits: part of train held out as the val split")
+    precision: str = setting("fp32", "fp32, bf16 (autocast) or fp16 (CUDA, grad scaler)", choices=PRECISIONS)
+    ckpt_every: int = setting(1, "write a checkpoint every N epochs (and at the end)")
+    keep_checkpoints: int = setting(2, "checkpoints kept on disk (the newest)")
+    stop_after_epoch: Optional[int] = setting(None, "stop after this epoch, with a checkpoint; --resume continues")
+    log_every: int = setting(10, "optimizer steps between metrics.jsonl lines")
+    seed: int = setting(0, "random seed")
+    workers: int = setting(0, "data-loading worker processes per training process")
+    device: str = setting("auto", "auto, cpu, cuda or cuda:N")
+    progress: bool = setting(True, "show a progress bar")
+
+
+def optimizer_groups(model: nn.Module, weight_decay: float, layer_decay: float) -> list:
+    """AdamW parameter groups: no weight decay on 1-d parameters (biases, norms) and the model's
+    `no_weight_decay()` names (positions, tokens, bias tables); with `layer_decay` < 1, timm's layer-wise
+    lr scales from the model's `group_matcher` (each group's `lr_scale`, applied by the scheduler)."""
+    from timm.optim import param_groups_layer_decay, param_groups_weight_decay
+
+    if layer_decay < 1.0:
+        return param_groups_layer_decay(model, weight_decay, no_weight_decay_list=model.no_weight_decay(),
+                                        layer_decay=layer_decay)
+    return param_groups_weight_decay(model, weight_decay, no_weight_decay_list=model.no_weight_decay())
+
+
+def build_model(cfg: FinetuneConfig, num_classes: int):
+    """The model to fine-tune, with a new `num_classes` head, drop path and head dropout; weights from
+    the registry (`pretrained`), a saved directory or the Hub are adapted to img_size and reported."""
+    overrides: Dict[str, Any] = {"drop_path_rate": cfg.drop_path, "drop_rate": cfg.head_dropout}
+    if cfg.img_size is not None:
+        overrides["img_size"] = cfg.img_size
+    if cfg.global_pool is not None:
+        overrides["global_pool"] = cfg.global_pool
+    ref = cfg.model
+    if ref.startswith("hf-hub:") or Path(ref).expanduser().is_dir():
+        model = registry.create(ref if ref.startswith("hf-hub:") else str(Path(ref).expanduser()),
+                                num_classes=num_classes, **overrides)
+    else:
+        pretrained = cfg.pretrained
+        if isinstance(pretrained, str) and pretrained.lower() in ("true", "yes", "default"):
+            pretrained = True
+        model = registry.create(ref, pretrained=pretrained, num_classes=num_classes, **overrides)
+    if model.zoo_config["family"] == "mae":
+        raise ValueError(f"--model {ref}: an MAE pretraining model; fine-tune its encoder (the encoder/ folder of a "
+                         f"`zoo pretrain-mae` run) instead")
+    return model
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, loader: DataLoader, dist: DistInfo, precision: str, num_classes: int,
+             prefix: str = "val_") -> Tuple[Dict[str, float], torch.Tensor]:
+    """Score `model` on this process's shard of the loader; sums are combined over processes."""
+    was_training = model.training
+    model.eval()
+    meter = ClassificationMeter(num_classes)
+    for images, labels in loader:
+        with autocast(dist.device, precision):
+            logits = model(images.to(dist.device))
+        meter.update(logits, labels)
+    model.train(was_training)
+    meter.all_reduce()
+    return meter.summary(prefix), meter.confusion
+
+
+def _shard(dataset, dist: DistInfo):
+    """This process's share of an evaluation set: every world_size-th item, no padding or duplicates."""
+    return Subset(dataset, range(dist.rank, len(dataset), dist.world_size)) if dist.distributed else dataset
+
+
+class Validation(Callback):
+    """Each epoch: score the raw weights (and the EMA), keep the best under best/, stop on patience."""
+
+    name = "validation"
+
+    def __init__(self, cfg: FinetuneConfig, loader: DataLoader, num_classes: int, classes, ema=None) -> None:
+        self.cfg, self.loader, self.num_classes, self.classes, self.ema = cfg, loader, num_classes, classes, ema
+        self.best = {"top1": -1.0, "epoch": -1, "weights": None}
+        self.epochs_without_improvement = 0
+        self.best_confusion: Optional[torch.Tensor] = None
+
+    def on_step_end(self, trainer: Trainer) -> None:
+        if self.ema is not None:
+            self.ema.update(trainer.model, step=trainer.global_step)
+
+    def on_epoch_end(self, trainer: Trainer, epoch: int) -> Dict[str, float]:
+        metrics, confusion = evaluate(trainer.model, self.loader, trainer.dist, self.cfg.precision, self.num_classes)
+        candidates = [("raw", metrics["val_top1"], trainer.model, confusion)]
+        if self.ema is not None:
+            ema_metrics, ema_confusion = evaluate(self.ema.module, self.loader, trainer.dist, self.cfg.precision,
+                                                  self.num_classes, prefix="ema_val_")
+            metrics.update(ema_metrics)
+            candidates.append(("ema", ema_metrics["ema_val_top1"], self.ema.module, ema_confusion))
+        which, top1, model, confusion = max(candidates, key=lambda c: c[1])
+        if top1 > self.best["top1"]:
+            self.best = {"top1": top1, "epoch": epoch, "weights": which}
+            self.best_confusion = confusion
+            self.epochs_without_improvement = 0
+            if trainer.dist.is_main:
+                save_best(model, Path(self.cfg.out) / "best", self.classes, top1)
+        else:
+            self.epochs_without_improvement += 1
+            if self.cfg.patience is not None and self.epochs_without_improvement >= self.cfg.patience:
+                trainer.stop_requested = True
+        metrics["best_val_top1"] = self.best["top1"]
+        return metrics
+
+    def on_checkpoint(self, trainer: Trainer, epoch: int) -> None:
+        if self.best_confusion is not None:
+            plot_confusion_matrix(self.best_confusion, self.classes, Path(self.cfg.out) / "confusion_matrix.png",
+                                  title=f"val, best model (epoch {self.best['epoch'] + 1}, {self.best['weights']} "
+                                        f"weights, top-1 {self.best['top1']:.2f}%)")
+
+    def state_dict(self) -> dict:
+        state = {"best": {k: v for k, v in self.best.items()}, "stale": self.epochs_without_improvement}
+        if self.best_confusion is not None:
+            state["confusion"] = self.best_confusion
+        if self.ema is not None:
+            state["ema"] = self.ema.module.state_dict()
+        return state
+
+    def load_state_dict(self, state: dict) -> None:
+        if not state:
+            return
+        self.best = dict(state["best"])
+        self.epochs_without_improvement = int(state["stale"])
+        self.best_confusion = state.get("confusion")
+        if self.ema is not None and "ema" in state:
+            self.ema.module.load_state_dict(state["ema"])
+
+
+def save_best(model: nn.Module, out_dir: Path, classes, top1: float) -> Path:
+    """`zoo.save_pretrained` into a temporary folder, then swapped into place (never half-written)."""
+    from ..hub import save_pretrained
+
+    import logging
+
+    tmp = out_dir.with_name(f".{out_dir.name}.tmp-{os.getpid()}")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    model.zoo_config = {**model.zoo_config, "label_names": list(classes)}
+    hub_log = logging.getLogger("zoo.hub")
+    level = hub_log.level
+    hub_log.setLevel(logging.WARNING)  # its "saved to <temporary folder>" line would mislead
+    try:
+        save_pretrained(model, tmp, metrics={"val_top1": round(top1, 4)})
+    finally:
+        hub_log.setLevel(level)
+    old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
+    if out_dir.exists():
+        os.replace(out_dir, old)
+    os.replace(tmp, out_dir)
+    shutil.rmtree(old, ignore_errors=True)
+    return out_dir
+
+
+def _safe_posterize(transform) -> None:
+    """timm's RandAugment Posterize can ask for 0 bits (magnitude >= 10, or < 2.5 for the non-increasing
+    op), which Pillow >= 11 refuses with a ValueError mid-epoch. Swap it, in place, for AutoAugment's
+    original Posterize (4 to 8 bits), which is always valid."""
+    from timm.data.auto_augment import AugmentOp, RandAugment
+
+    for t in getattr(transform, "transforms", []):
+        if isinstance(t, RandAugment):
+            t.ops = [AugmentOp("PosterizeOriginal", op.prob, op.magnitude, op.hparams)
+                     if op.name in ("Posterize", "PosterizeIncreasing") else op for op in t.ops]
+
+
+def finetune(cfg: FinetuneConfig, resume: Optional[Path] = None, dist: Optional[DistInfo] = None) -> dict:
+    """Fine-tune; returns a summary (also written to summary.json). `resume`: a run directory."""
+    own_dist = dist is None
+    dist = dist or init_distributed(cfg.device)
+    try:
+        return _finetune(cfg, resume, dist)
+    finally:
+        if own_dist:
+            cleanup_distributed()
+
+
+def _finetune(cfg: FinetuneConfig, resume: Optional[Path], dist: DistInfo) -> dict:
+    from timm.data import Mixup, create_transform
+    from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
+    from timm.scheduler import CosineLRScheduler
+    from timm.utils import ModelEmaV3
+
+    seed_everything(cfg.seed + dist.rank)
+    use_mixup = cfg.mixup > 0 or cfg.cutmix > 0
+    if use_mixup and cfg.batch_size % 2:
+        raise ValueError(f"--batch-size {cfg.batch_size}: Mixup / CutMix pair images within a batch, so the batch "
+                         f"size must be even (or turn them off with --mixup 0 --cutmix 0)")
+
+    # The data first: the number of classes and their names come from it; transforms once the model's
+    # input config is known.
+    splits = finetune_splits(cfg.data, cfg.seed, cfg.holdout_fraction)
+    classes = splits["classes"]
+    model = build_model(cfg, len(classes))
+    adapted = list(model.zoo_config.get("weights", {}).get("adapted", []))
+    model.zoo_config = {**model.zoo_config, "label_names": list(classes)}
+    model = model.to(dist.device)
+    model.set_grad_checkpointing(cfg.grad_checkpointing)
+    input_cfg = model.zoo_config["input"]
+    h, w = input_cfg["img_size"]
+    train_tf = create_transform(
+        input_size=(3, h, w), is_training=True, scale=tuple(cfg.crop_scale), hflip=cfg.hflip,
+        auto_augment=cfg.rand_aug or None, interpolation=input_cfg["interpolation"], mean=tuple(input_cfg["mean"]),
+        std=tuple(input_cfg["std"]), re_prob=cfg.reprob, re_mode="pixel", re_count=1)
+    _safe_posterize(train_tf)
+    splits["train"].transform = train_tf  # timm's transforms take PIL images
+    splits["train"].as_pil = True
+    for name in ("val", "test"):
+        if splits.get(name) is not None:
+            splits[name].transform = eval_transform(input_cfg)
+
+    sampler = DistributedSampler(splits["train"], num_replicas=dist.world_size, rank=dist.rank, shuffle=True,
+                                 seed=cfg.seed, drop_last=True)
+    loader = DataLoader(splits["train"], batch_size=cfg.batch_size, sampler=sampler, num_workers=cfg.workers,
+                        drop_last=True, pin_memory=dist.device.type == "cuda", persistent_workers=cfg.workers > 0)
+    val_loader = DataLoader(_shard(splits["val"], dist), batch_size=cfg.batch_size * 2, num_workers=cfg.workers)
+
+    eff_batch = cfg.batch_size * cfg.accum_iter * dist.world_size
+    lr = cfg.lr if cfg.lr is not None else cfg.blr * eff_batch / 256
+    optimizer = torch.optim.AdamW(optimizer_groups(model, cfg.weight_decay, cfg.layer_decay), lr=lr)
+    updates_per_epoch = -(-len(loader) // cfg.accum_iter)
+    total, warmup = cfg.epochs * updates_per_epoch, round(cfg.warmup_epochs * updates_per_epoch)
+    if warmup >= total:
+        raise ValueError(f"--warmup-epochs {cfg.warmup_epochs} covers the whole run of {cfg.epochs} epochs")
+    scheduler = CosineLRScheduler(optimizer, t_initial=total - warmup, lr_min=cfg.min_lr, warmup_t=warmup,
+                                  warmup_lr_init=0.0, warmup_prefix=True, t_in_epochs=False)
+
+    mixup = Mixup(mixup_alpha=cfg.mixup, cutmix_alpha=cfg.cutmix, prob=cfg.mixup_prob, label_smoothing=cfg.smoothing,
+                  num_classes=len(classes)) if use_mixup else None
+    if mixup is not None:
+        criterion = SoftTargetCrossEntropy()
+    elif cfg.smoothing > 0:
+        criterion = LabelSmoothingCrossEntropy(cfg.smoothing)
+    else:
+        criterion = nn.CrossEntropyLoss()
+
+    def step(train_model, batch) -> StepOutput:
+        images, targets = batch[0].to(dist.device, non_blocking=True), batch[1].to(dist.device, non_blocking=True)
+        if mixup is not None:
+            images, targets = mixup(images, targets)
+        return StepOutput(loss=criterion(train_model(images), targets), batch_size=images.shape[0])
+
+    ema = ModelEmaV3(model, decay=cfg.ema_decay) if cfg.ema_decay > 0 else None
+    validation = Validation(cfg, val_loader, len(classes), classes, ema)
+    trainer_cfg = TrainConfig(out_dir=cfg.out, epochs=cfg.epochs, accum_iter=cfg.accum_iter, precision=cfg.precision,
+                              clip_grad=cfg.clip_grad, ckpt_every=cfg.ckpt_every, keep_checkpoints=cfg.keep_checkpoints,
+                              log_every=cfg.log_every, seed=cfg.seed, progress=cfg.progress,
+                              stop_after_epoch=cfg.stop_after_epoch)
+    trainer = Trainer(trainer_cfg, model, optimizer, scheduler, loader, step, dist, [validation])
+    if dist.is_main:
+        Path(cfg.out).mkdir(parents=True, exist_ok=True)
+        (Path(cfg.out) / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+        for note in adapted:
+            print(f"zoo finetune: adapted the weights: {note}", flush=True)
+    summary = trainer.train(resume=resume)
+    finished = trainer.epoch >= cfg.epochs or trainer.stop_requested
+    summary.update({
+        "model": cfg.model, "classes": classes, "lr": lr, "effective_batch": eff_batch,
+        "world_size": dist.world_size, "train_images": len(splits["train"]), "val_images": len(splits["val"]),
+        "adapted": adapted, "best": {k: v for k, v in validation.best.items()}, "finished": finished,
+        "early_stopped": trainer.stop_requested, "out": str(cfg.out),
+    })
+    last = trainer.epoch_logs[-1] if trainer.epoch_logs else {}
+    summary["last_epoch"] = {k: v for k, v in last.items() if k.startswith(("val_", "ema_val_"))}
+    if finished and splits.get("test") is not None:  # the best model, on the test split, once
+        best = registry.create(str(Path(cfg.out) / "best")).to(dist.device)
+        test_loader = DataLoader(_shard(splits["test"], dist), batch_size=cfg.batch_size * 2,
+                                 num_workers=cfg.workers)
+        summary["test"], confusion = evaluate(best, test_loader, dist, cfg.precision, len(classes), prefix="test_")
+        if dist.is_main:
+            plot_confusion_matrix(confusion, classes, Path(cfg.out) / "confusion_matrix_test.png",
+                                  title=f"test, best model (top-1 {summary['test']['test_top1']:.2f}%)")
+    if dist.is_main:
+        summary["best_dir"] = str(Path(cfg.out) / "best")
+        (Path(cfg.out) / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
+    return summary
