@@ -179,3 +179,16 @@ def test_knn_matches_brute_force_and_runs_on_digits(tmp_path):
                  backbone=tiny_backbone())
     assert result["k"] in (10, 20, 100, 200) and set(result["per_k"]) == {"10", "20", "100", "200"}
     assert 0 < result["test_top1"] <= result["test_top5"] <= 100
+
+
+def test_swin_probe_features_are_the_pooled_final_stage(tmp_path):
+    model = randomize_(zoo.create("swin_tiny_patch4_window7_224", img_size=64, window_size=4, depths=(2, 2, 2, 3),
+                                  embed_dim=24, num_heads=(1, 2, 2, 4), num_classes=0)).eval()
+    model.zoo_config["input"].update(crop_pct=1.0)
+    x = torch.randn(3, 3, 64, 64)
+    with torch.no_grad():
+        summaries, pooled = model.forward_stage_summaries(x)
+        assert summaries.shape == (3, 3, 192)  # the final stage's 3 blocks
+        assert max_diff(pooled, model.forward_head(model.forward_features(x), pre_logits=True)) < 1e-5
+    result = linear_probe(probe_cfg(tmp_path, iterations=50), backbone=model)
+    assert len(result["heads"]) == 52 and 0 < result["chosen"]["test_top1"] <= 100

@@ -297,6 +297,24 @@ class SwinTransformer(nn.Module):
         """Images -> logits (or pooled features when num_classes=0)."""
         return self.forward_head(self.forward_features(x))
 
+    def forward_stage_summaries(self, x: torch.Tensor, n_last: int = 4) -> Tuple[torch.Tensor, torch.Tensor]:
+        """What linear probing reads (zoo.eval.features), Swin's stand-in for ViT class tokens:
+        the final-normed, average-pooled output of each of the last `n_last` blocks of the final stage
+        (fewer when that stage has fewer blocks: Swin-T/S/B/L have 2), `(B, k, D)`, oldest first, and
+        the pooled final map `(B, D)`, which is the last of them (the model's pre-logits feature)."""
+        x = self.patch_embed(x)
+        for stage in self.layers[:-1]:
+            x = stage(x)
+        final = self.layers[-1]
+        x = final.downsample(x)
+        pooled = []
+        for i, block in enumerate(final.blocks):
+            x = block(x)
+            if i >= len(final.blocks) - n_last:
+                pooled.append(self.norm(x).mean(dim=(1, 2)))  # (B, D)
+        summaries = torch.stack(pooled, dim=1)  # (B, k, D)
+        return summaries, summaries[:, -1]
+
     def forward_intermediates(
         self,
         x: torch.Tensor,
