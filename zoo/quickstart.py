@@ -27,11 +27,11 @@ from .training.mae import MAEPretrainConfig, build_mae, pretrain_mae
 @dataclass
 class QuickstartConfig:
     out: Path = setting(Path("zoo-quickstart"), "output folder for everything")
-    epochs: int = setting(40, "MAE pretraining epochs")
+    epochs: int = setting(100, "MAE pretraining epochs")
     batch_size: int = setting(128, "MAE batch size")
     lr: float = setting(1.5e-3, "MAE learning rate (AdamW)")
     mask_ratio: float = setting(0.75, "MAE masking ratio")
-    probe_iterations: int = setting(1000, "linear-probe optimizer steps")
+    probe_iterations: Optional[int] = setting(None, "linear-probe optimizer steps (default: the probe's own)")
     precision: str = setting("fp32", "fp32 or bf16 for pretraining and feature extraction", choices=("fp32", "bf16"))
     seed: int = setting(0, "random seed")
     device: str = setting("auto", "auto, cpu, cuda or cuda:N")
@@ -58,7 +58,7 @@ def quickstart(cfg: QuickstartConfig) -> dict:
     mae_cfg = MAEPretrainConfig(
         model="mae_vit_tiny_patch4_dec128d2b", data="digits", out=out / "mae", epochs=cfg.epochs,
         batch_size=cfg.batch_size, lr=cfg.lr, warmup_epochs=max(1.0, cfg.epochs / 10), mask_ratio=cfg.mask_ratio,
-        crop_scale=(0.6, 1.0), hflip=0.0, precision=cfg.precision, ckpt_every=max(1, cfg.epochs // 4),
+        crop_scale=(1.0, 1.0), hflip=0.0, precision=cfg.precision, ckpt_every=max(1, cfg.epochs // 4),
         seed=cfg.seed, device=cfg.device, progress=cfg.progress)
     print(f"[1/4] MAE pretraining on digits: {cfg.epochs} epochs -> {mae_cfg.out}", flush=True)
     mae = pretrain_mae(mae_cfg)

@@ -39,6 +39,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from ..config import setting, to_dict
+from ..layers.linear import linear
 from ..training.distributed import resolve_device
 from ..training.plots import plot_lines
 from .features import FeatureSet
@@ -60,7 +61,8 @@ class ProbeConfig:
                           choices=RECIPES)
     standardize: bool = setting(False, "standardise each feature dimension with the train statistics before the "
                                        "heads (not in DINOv2's protocol; see docs/probe.md)")
-    iterations: int = setting(1000, "optimizer steps for the heads")
+    iterations: Optional[int] = setting(None, "optimizer steps for the heads (default: 10 epochs of the training "
+                                              "features, as DINOv2's 12,500 x 1024 on ImageNet, and at least 300)")
     batch_size: int = setting(256, "features per step")
     holdout_fraction: float = setting(0.1, "part of the train split held out to choose the head")
     img_size: Optional[int] = setting(None, "input size (default: the model's)")
@@ -102,7 +104,7 @@ class Standardize(nn.Module):
 class LinearHeads(nn.Module):
     """len(lrs) linear heads for each feature configuration, evaluated with one matmul per configuration.
 
-    weight[c]: (D_c, L, C) and bias[c]: (L, C) for configuration c; head (c, l) is the l-th learning
+    weight[c]: (L, C, D_c) and bias[c]: (L, C) for configuration c; head (c, l) is the l-th learning
     rate's head on configuration c. Before the heads each configuration's features go through
     `norms[c]`: nothing, fixed standardisation (`standardize`: one (mean, std) pair per
     configuration), or BatchNorm without affine parameters (`bn`, MAE's recipe).
@@ -113,7 +115,7 @@ class LinearHeads(nn.Module):
                  standardize: Optional[Sequence[Tuple[torch.Tensor, torch.Tensor]]] = None) -> None:
         super().__init__()
         self.weight = nn.ParameterList([
-            nn.Parameter(torch.randn(d, num_lrs, num_classes, generator=generator) * 0.01) for d in in_dims])
+            nn.Parameter(torch.randn(num_lrs, num_classes, d, generator=generator) * 0.01) for d in in_dims])
         self.bias = nn.ParameterList([nn.Parameter(torch.zeros(num_lrs, num_classes)) for _ in in_dims])
         if bn:
             norms = [nn.BatchNorm1d(d, affine=False, eps=1e-6) for d in in_dims]
@@ -126,7 +128,7 @@ class LinearHeads(nn.Module):
     def forward_config(self, c: int, x: torch.Tensor) -> torch.Tensor:
         """(B, D_c) features of configuration c -> (B, L, C) logits of its L heads, in one matmul."""
         w, b = self.weight[c], self.bias[c]
-        return torch.addmm(b.flatten(), self.norms[c](x), w.flatten(1)).view(x.shape[0], *b.shape)
+        return linear(self.norms[c](x), w.flatten(0, 1), b.flatten()).view(x.shape[0], *b.shape)
 
     def forward(self, inputs: Sequence[torch.Tensor]) -> List[torch.Tensor]:
         """[(B, D_c) per configuration] -> [(B, L, C)] logits per configuration."""
@@ -138,16 +140,16 @@ class LinearHeads(nn.Module):
     def head(self, c: int, l: int) -> Tuple[torch.Tensor, torch.Tensor]:
         """Head (c, l) as one nn.Linear on the RAW features (weight (C, D_c), bias (C,)): the
         standardisation or (eval-mode) BatchNorm in front of it is folded into the weights."""
-        w, b = self.weight[c][:, l], self.bias[c][l]  # (D, C), (C,)
+        w, b = self.weight[c][l], self.bias[c][l]  # (C, D), (C,)
         norm = self.norms[c]
         if isinstance(norm, Standardize):
             shift, scale = norm.mean, 1.0 / norm.std
         elif isinstance(norm, nn.BatchNorm1d):
             shift, scale = norm.running_mean, (norm.running_var + norm.eps).rsqrt()
         else:
-            return w.T.contiguous(), b.clone()
-        w_raw = w * scale.unsqueeze(1)  # (x - shift) * scale @ w == x @ (scale * w) - (shift * scale) @ w
-        return w_raw.T.contiguous(), b - (shift * scale) @ w
+            return w.clone(), b.clone()
+        # ((x - shift) * scale) @ w.T == x @ (w * scale).T - w @ (shift * scale)
+        return (w * scale).contiguous(), b - w @ (shift * scale)
 
 
 def _batches(n: int, batch_size: int, iterations: int, generator: torch.Generator):
@@ -193,16 +195,19 @@ def train_heads(inputs: Sequence[torch.Tensor], labels: torch.Tensor, lrs: Seque
         onehot = F.one_hot(labels[idx], num_classes).to(torch.float32).unsqueeze(1)  # (B, 1, C)
         for c, (w, b) in enumerate(zip(heads.weight, heads.bias)):
             x = heads.norms[c](inputs[c][idx])  # (B, D); BN (train mode) uses and tracks batch statistics
-            logits = torch.addmm(b.flatten(), x, w.flatten(1)).view(len(idx), *b.shape)  # (B, L, C)
-            dlogits = (logits.softmax(dim=-1) - onehot) / len(idx)  # d(sum of mean CEs) / d logits
-            grad_w = (x.T @ dlogits.flatten(1)).view_as(w)  # (D, L, C)
+            logits = linear(x, w.flatten(0, 1), b.flatten()).view(len(idx), *b.shape)  # (B, L, C)
+            # d(sum of the heads' mean CEs) / d logits = (softmax - one-hot) / B. The softmax is written out:
+            # PyTorch's CPU kernel is 4-5x slower on these many short (classes-long) rows.
+            probs = logits.sub_(logits.amax(dim=-1, keepdim=True)).exp_()
+            dlogits = probs.div_(probs.sum(dim=-1, keepdim=True)).sub_(onehot).div_(len(idx))
+            grad_w = torch.mm(dlogits.flatten(1).T, x).view_as(w)  # (L*C, B) @ (B, D) -> (L, C, D)
             grad_b = dlogits.sum(0)  # (L, C)
             if optimizer == "lars":  # per-head trust ratio 0.001 * ||w|| / ||grad|| on the weights
-                w_norm = w.norm(dim=(0, 2)).view(1, -1, 1)
-                g_norm = grad_w.norm(dim=(0, 2)).view(1, -1, 1)
+                w_norm = w.norm(dim=(1, 2)).view(-1, 1, 1)
+                g_norm = grad_w.norm(dim=(1, 2)).view(-1, 1, 1)
                 grad_w = grad_w * torch.where((w_norm > 0) & (g_norm > 0), 0.001 * w_norm / g_norm,
                                               torch.ones_like(w_norm))
-            for p, grad, buf, step_lr in ((w, grad_w, momentum[c][0], (lr * scale).view(1, -1, 1)),
+            for p, grad, buf, step_lr in ((w, grad_w, momentum[c][0], (lr * scale).view(-1, 1, 1)),
                                           (b, grad_b, momentum[c][1], (lr * scale).view(-1, 1))):
                 if step == 0:
                     buf.copy_(grad)
@@ -256,9 +261,10 @@ def linear_probe(cfg: ProbeConfig, backbone: Optional[nn.Module] = None) -> dict
         configs, lrs, optimizer, bn = FEATURE_CONFIGS, LEARNING_RATES, "sgd", False
     else:
         configs, lrs, optimizer, bn = ((1, False),), MAE_LEARNING_RATES, "lars", True
+    iterations = cfg.iterations or max(300, math.ceil(10 * len(fit) / cfg.batch_size))
     t1 = time.perf_counter()
     heads = train_heads([fit.assemble(n, a) for n, a in configs], fit.labels, lrs, len(classes),
-                        cfg.iterations, cfg.batch_size, cfg.seed, optimizer, bn, cfg.progress,
+                        iterations, cfg.batch_size, cfg.seed, optimizer, bn, cfg.progress,
                         standardize=cfg.standardize and not bn)
     t_train = time.perf_counter() - t1
     val_scores = score_heads(heads, [val.assemble(n, a) for n, a in configs], val.labels)  # (configs, lrs, 2)
@@ -283,7 +289,7 @@ def linear_probe(cfg: ProbeConfig, backbone: Optional[nn.Module] = None) -> dict
     results = {
         "model": cfg.model, "data": cfg.data, "recipe": cfg.recipe, "classes": classes,
         "eval_split": prep.eval_name, "train_size": len(fit), "holdout_size": len(val), "test_size": len(test),
-        "chosen": chosen, "heads": all_heads, "feature_cache": prep.cache_status,
+        "chosen": chosen, "heads": all_heads, "iterations": iterations, "feature_cache": prep.cache_status,
         "seconds": {"features": t_features, "train_heads": t_train, "total": time.perf_counter() - t0},
         "config": to_dict(cfg),
     }
