@@ -1,6 +1,7 @@
 """Backbone + data -> cached train / eval features, shared by `linear-probe` and `knn`."""
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import List, Optional
@@ -22,6 +23,7 @@ class PreparedFeatures:
     cache_status: str  # "hit" or "miss" (or "off")
     backbone_ref: str
     input_cfg: dict
+    extraction_seconds: float = 0.0  # forward passes over both splits (0 on a cache hit)
 
 
 def load_backbone(ref: str, pretrained: bool = False, img_size: Optional[int] = None):
@@ -62,14 +64,16 @@ def prepare_features(cfg, device: torch.device, backbone=None) -> PreparedFeatur
         feats = {split: load_features(p) for split, p in paths.items()}
         status = "hit"
     else:
+        start = time.perf_counter()
         feats = {
             "train": extract_features(model, splits.train, splits.train_labels, cfg.extract_batch_size, device,
                                       cfg.precision, cfg.workers, cfg.progress, "features (train)"),
             "eval": extract_features(model, splits.eval, splits.eval_labels, cfg.extract_batch_size, device,
                                      cfg.precision, cfg.workers, cfg.progress, f"features ({splits.eval_name})"),
         }
+        extraction = time.perf_counter() - start
         if not cfg.no_cache:
             for split, p in paths.items():
                 save_features(p, feats[split])
     return PreparedFeatures(feats["train"], feats["eval"], splits.classes, splits.eval_name, status,
-                            cfg.model, input_cfg)
+                            cfg.model, input_cfg, extraction if status != "hit" else 0.0)
