@@ -187,7 +187,7 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     except NonFiniteLossError as e:
         print(f"zoo finetune: stopped: {e}", file=sys.stderr)
         return 1
-    if "finished" in s:  # only the main process reports
+    if "best_dir" in s:  # only the main process reports (other ranks return without it)
         best = s["best"]
         state = "finished" if s["finished"] else f"paused after epoch {s['epochs']} (--resume continues)"
         print(f"\n{state}: {s['epochs']} epochs" + (" (early stop)" if s.get("early_stopped") else "")
