@@ -25,7 +25,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without installing
 import zoo  # noqa: E402
 
-DEFAULT_MODELS = ["vit_base_patch16_224", "deit_small_patch16_224", "vit_small_patch14_dinov2"]
+DEFAULT_MODELS = ["vit_base_patch16_224", "deit_small_patch16_224", "vit_small_patch14_dinov2",
+                  "swin_tiny_patch4_window7_224"]
 
 
 def cpu_name() -> str:

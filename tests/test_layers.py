@@ -12,6 +12,7 @@ from zoo.layers import (
     Attention, Block, DropPath, LayerScale, Mlp, PatchEmbed, SwiGLU, capture_attention, resample_pos_embed,
     sincos_2d_pos_embed, swiglu_hidden_features,
 )
+from zoo.layers.attention import explicit_attention
 
 
 # ------------------------------------------------------------------------------------ patch embed
@@ -114,6 +115,30 @@ def test_bf16_attention_close_to_fp32():
     assert low.dtype == torch.bfloat16
     assert max_diff(low, attn(x)) < 0.05
 
+
+
+@pytest.mark.parametrize("mask_kind", ["none", "broadcast", "per_sample", "bool"])
+def test_low_precision_cpu_attention_in_chunks_equals_one_pass(monkeypatch, mask_kind):
+    """bf16 inference takes the chunked float32-softmax path; chunk edges must not change anything."""
+    import zoo.layers.attention as attention_module
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(5, 3, 4, 17, 8).bfloat16() for _ in range(3))  # (B, windows, heads, N, hd)
+    mask = {"none": None, "broadcast": torch.randn(3, 4, 17, 17).bfloat16(),
+            "per_sample": torch.randn(5, 3, 4, 17, 17).bfloat16(),
+            "bool": torch.rand(5, 1, 1, 17, 17) > 0.3}[mask_kind]
+    if mask is not None and mask.dtype == torch.bool:
+        mask[..., 0] = True  # every query attends somewhere
+    scores = q.float() @ k.float().transpose(-2, -1)
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf")) if mask.dtype == torch.bool else scores + mask.float()
+    ref = scores.softmax(-1) @ v.float()
+    with torch.inference_mode():
+        whole = explicit_attention(q, k, v, mask)
+        monkeypatch.setattr(attention_module, "_CHUNK_BYTES", 1)  # one sample per chunk
+        chunked = explicit_attention(q, k, v, mask)
+    assert whole.dtype == chunked.dtype == torch.bfloat16
+    assert torch.equal(whole, chunked)
+    assert max_diff(whole.float(), ref) < 0.05  # bf16 rounding of outputs up to ~3
 
 # -------------------------------------------------------------------------------- MLP and friends
 def test_mlp_matches_timm():

@@ -82,7 +82,7 @@ class Attention(nn.Module):
 def _prefer_explicit(q: torch.Tensor) -> bool:
     # PyTorch's CPU SDPA kernel computes bf16/fp16 in fp32: measured 2-2.5x slower than two bf16
     # GEMMs + softmax at ViT sequence lengths (and 1.3x at DINOv2's 1370 tokens) on this hardware.
-    return q.device.type == "cpu" and q.dtype in (torch.bfloat16, torch.float16)
+    return _low_precision_cpu(q)
 
 
 def explicit_attention(
@@ -95,9 +95,12 @@ def explicit_attention(
 ) -> torch.Tensor:
     """softmax(q k^T + mask) v with the weights materialised; `q` must already be scaled.
 
-    (B, heads, Lq, hd), (B, heads, N, hd) x2 -> (B, heads, Lq, hd). The weights are appended to
-    `sink` when one is given (see capture_attention).
+    (B, ..., Lq, hd), (B, ..., N, hd) x2 -> (B, ..., Lq, hd); the mask broadcasts against the scores
+    (B, ..., Lq, N). The weights are appended to `sink` when one is given (see capture_attention).
     """
+    if sink is None and _low_precision_cpu(q) and not (torch.is_grad_enabled() and
+                                                       (q.requires_grad or k.requires_grad or v.requires_grad)):
+        return _chunked_attention_fp32_softmax(q, k, v, attn_mask, dropout_p)
     attn = q @ k.transpose(-2, -1)  # (B, heads, Lq, N)
     if attn_mask is not None:  # in place (the matmul's backward does not need its output): one less copy
         if attn_mask.dtype == torch.bool:
@@ -110,6 +113,40 @@ def explicit_attention(
     if dropout_p:
         attn = F.dropout(attn, dropout_p)
     return attn @ v
+
+
+def _low_precision_cpu(t: torch.Tensor) -> bool:
+    return t.device.type == "cpu" and t.dtype in (torch.bfloat16, torch.float16)
+
+
+# float32 scores per chunk: small enough to stay in cache and off the allocator's mmap path
+_CHUNK_BYTES = 4 << 20
+
+
+def _chunked_attention_fp32_softmax(q, k, v, attn_mask, dropout_p):
+    """Inference path for bf16/fp16 on the CPU: the GEMMs in low precision, the mask add and softmax in
+    float32 (PyTorch's CPU softmax is ~2.3x faster in float32 than in bf16 at 49-197 keys, and more
+    accurate), over chunks of the leading dimension so the float32 scores stay small. Measured on the
+    2-core reference machine: swin_tiny's attention 30% faster than the all-bf16 path."""
+    lq, n = q.shape[-2], k.shape[-2]
+    per_row = q[0].numel() // q.shape[-1] * n * 4  # bytes of float32 scores per index of dim 0
+    rows = max(1, _CHUNK_BYTES // max(per_row, 1))
+    out = q.new_empty(q.shape[:-1] + v.shape[-1:])
+    per_sample_mask = attn_mask is not None and attn_mask.dim() == q.dim() and attn_mask.shape[0] > 1
+    for i in range(0, q.shape[0], rows):
+        j = min(i + rows, q.shape[0])
+        attn = torch.matmul(q[i:j], k[i:j].transpose(-2, -1)).float()  # (rows, ..., Lq, N)
+        if attn_mask is not None:
+            mask = attn_mask[i:j] if per_sample_mask else attn_mask
+            if mask.dtype == torch.bool:
+                attn.masked_fill_(~mask, float("-inf"))
+            else:
+                attn.add_(mask)
+        attn = attn.softmax(dim=-1)
+        if dropout_p:
+            attn = F.dropout(attn, dropout_p)
+        torch.matmul(attn.to(v.dtype), v[i:j], out=out[i:j])
+    return out
 
 
 @contextmanager
