@@ -118,7 +118,8 @@ def test_bf16_attention_close_to_fp32():
 
 
 @pytest.mark.parametrize("mask_kind", ["none", "broadcast", "per_sample", "bool"])
-def test_low_precision_cpu_attention_in_chunks_equals_one_pass(monkeypatch, mask_kind):
+@pytest.mark.parametrize("chunk_bytes", [2 * 3 * 4 * 17 * 17 * 4, 1000])  # 2 samples; 3 queries of 1 sample
+def test_low_precision_cpu_attention_in_chunks_equals_one_pass(monkeypatch, mask_kind, chunk_bytes):
     """bf16 inference takes the chunked float32-softmax path; chunk edges must not change anything."""
     import zoo.layers.attention as attention_module
     torch.manual_seed(0)
@@ -134,7 +135,7 @@ def test_low_precision_cpu_attention_in_chunks_equals_one_pass(monkeypatch, mask
     ref = scores.softmax(-1) @ v.float()
     with torch.inference_mode():
         whole = explicit_attention(q, k, v, mask)
-        monkeypatch.setattr(attention_module, "_CHUNK_BYTES", 1)  # one sample per chunk
+        monkeypatch.setattr(attention_module, "_CHUNK_BYTES", chunk_bytes)
         chunked = explicit_attention(q, k, v, mask)
     assert whole.dtype == chunked.dtype == torch.bfloat16
     assert torch.equal(whole, chunked)
