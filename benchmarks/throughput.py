@@ -8,12 +8,15 @@ in bf16 autocast. The ratio column is zoo images/s divided by timm images/s (> 1
     python benchmarks/throughput.py                                  # the default table
     python benchmarks/throughput.py --models deit_small_patch16_224 --batch-sizes 8 --dtypes bf16
     python benchmarks/throughput.py --markdown docs/benchmarks.md    # also write a Markdown table
+    python benchmarks/throughput.py --isolate                        # each cell in a fresh process
 """
 from __future__ import annotations
 
 import argparse
+import json
 import platform
 import statistics
+import subprocess
 import sys
 import time
 from contextlib import nullcontext
@@ -72,16 +75,35 @@ def main(argv=None) -> int:
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
     p.add_argument("--markdown", type=Path, help="also write the table to this Markdown file")
+    p.add_argument("--isolate", action="store_true",
+                   help="measure each (model, dtype, batch) cell in a fresh Python process, so a cell's numbers "
+                        "do not depend on what ran before it (allocator and oneDNN caches)")
+    p.add_argument("--json-row", action="store_true", help=argparse.SUPPRESS)  # one cell's row, for --isolate
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
 
     header = (f"CPU: {cpu_name()}, {torch.get_num_threads()} threads; torch {torch.__version__}, "
-              f"timm {timm.__version__}, zoo {zoo.__version__}; median of {args.repeats} alternated calls")
-    print(header, flush=True)
+              f"timm {timm.__version__}, zoo {zoo.__version__}; median of {args.repeats} alternated calls"
+              + ("; each cell in a fresh process" if args.isolate else "; all cells in one process"))
+    if not args.json_row:
+        print(header, flush=True)
     rows = []
-    for name in args.models:
+    if args.isolate:
+        for name in args.models:
+            for dtype in args.dtypes:
+                for bs in args.batch_sizes:
+                    cmd = [sys.executable, __file__, "--json-row", "--models", name, "--dtypes", dtype,
+                           "--batch-sizes", str(bs), "--repeats", str(args.repeats), "--warmup", str(args.warmup)]
+                    if args.threads:
+                        cmd += ["--threads", str(args.threads)]
+                    row = tuple(json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True)
+                                           .stdout.splitlines()[-1]))
+                    rows.append(row)
+                    print(f"{name:32s} {row[1]:>8s} {dtype:5s} batch {bs:<3d} zoo {row[4]:8.2f} img/s   "
+                          f"timm {row[5]:8.2f} img/s   ratio {row[6]:.3f}", flush=True)
+    for name in [] if args.isolate else args.models:
         ours, ref = build_pair(name)
         h, w = ours.patch_embed.img_size
         for dtype in args.dtypes:
@@ -90,8 +112,13 @@ def main(argv=None) -> int:
                 t_zoo, t_timm = time_pair(ours, ref, x, dtype, args.repeats, args.warmup)
                 row = (name, f"{h}x{w}", dtype, bs, bs / t_zoo, bs / t_timm, t_timm / t_zoo)
                 rows.append(row)
+                if args.json_row:
+                    print(json.dumps(row), flush=True)
+                    continue
                 print(f"{name:32s} {row[1]:>8s} {dtype:5s} batch {bs:<3d} zoo {row[4]:8.2f} img/s   "
                       f"timm {row[5]:8.2f} img/s   ratio {row[6]:.3f}", flush=True)
+    if args.json_row:
+        return 0
 
     table = ["| model | input | dtype | batch | zoo img/s | timm img/s | zoo / timm |",
              "|---|---|---|---|---|---|---|"]
