@@ -25,3 +25,7 @@ def test_short_quickstart_mae_probes_higher_than_random_init(tmp_path, capsys):
     probe = json.loads((out / "probe_mae" / "results.json").read_text())
     assert probe["feature_cache"] == "miss" and probe["seconds"]["extraction"] > 0
     assert probe["seconds"]["train_heads"] < probe["seconds"]["extraction"]
+    # a second quickstart into the same folder does not silently replace the first one's results
+    rc = main(["quickstart", "--out", str(out), "--epochs", "1", "--no-progress"])
+    assert rc == 2 and "--overwrite" in capsys.readouterr().err
+    assert json.loads((out / "summary.json").read_text()) == summary

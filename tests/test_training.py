@@ -176,3 +176,19 @@ def test_checkpoints_are_atomic(tmp_path):
     assert find_checkpoint(tmp_path).name == "epoch_0003"
     with pytest.raises(FileNotFoundError, match="no checkpoint there"):
         find_checkpoint(tmp_path / "elsewhere")
+
+
+def test_a_fresh_run_refuses_a_directory_holding_another_run(tmp_path, capsys):
+    run = tmp_path / "run"
+    pretrain_mae(micro_cfg(run, epochs=2, ckpt_every=1, keep_checkpoints=3))
+    before = find_checkpoint(run)
+    assert before.name == "epoch_0002"
+    rc = main(["pretrain-mae", "--out", str(run), "--model-args", json.dumps(MICRO), "--epochs", "1",
+               "--no-progress"])
+    err = capsys.readouterr().err
+    assert rc == 2 and f"{run} already holds a run" in err and f"--resume {run}" in err and "--overwrite" in err
+    assert find_checkpoint(run) == before and (before / "model.safetensors").is_file()  # untouched
+    # --overwrite starts over: the old run's checkpoints are gone, not mixed with the new ones
+    pretrain_mae(micro_cfg(run, epochs=1, overwrite=True))
+    assert sorted(p.name for p in (run / "checkpoints").iterdir() if p.is_dir()) == ["epoch_0001"]
+    assert len([r for r in read_metrics(run) if r["kind"] == "epoch"]) == 1

@@ -20,6 +20,7 @@ from .config import setting, to_dict
 from .data import load_digits_split
 from .eval.linear_probe import ProbeConfig, linear_probe
 from .eval.prepare import load_backbone
+from .training.checkpoint import RunExistsError
 from .training.loop import seed_everything
 from .training.mae import MAEPretrainConfig, build_mae, pretrain_mae
 
@@ -35,6 +36,7 @@ class QuickstartConfig:
     precision: str = setting("fp32", "fp32 or bf16 for pretraining and feature extraction", choices=("fp32", "bf16"))
     seed: int = setting(0, "random seed")
     device: str = setting("auto", "auto, cpu, cuda or cuda:N")
+    overwrite: bool = setting(False, "replace an earlier quickstart's results in --out")
     progress: bool = setting(True, "show progress bars")
 
 
@@ -53,13 +55,17 @@ def raw_pixel_baseline(seed: int = 0) -> float:
 
 def quickstart(cfg: QuickstartConfig) -> dict:
     out = Path(cfg.out)
+    if (out / "summary.json").exists() or (out / "mae" / "checkpoints").exists():
+        if not cfg.overwrite:
+            raise RunExistsError(f"{out} holds an earlier quickstart's results: pass --overwrite to replace them, "
+                                 f"or --out for a new folder")
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     mae_cfg = MAEPretrainConfig(
         model="mae_vit_tiny_patch4_dec128d2b", data="digits", out=out / "mae", epochs=cfg.epochs,
         batch_size=cfg.batch_size, lr=cfg.lr, warmup_epochs=max(1.0, cfg.epochs / 10), mask_ratio=cfg.mask_ratio,
         crop_scale=(1.0, 1.0), hflip=0.0, precision=cfg.precision, ckpt_every=max(1, cfg.epochs // 4),
-        seed=cfg.seed, device=cfg.device, progress=cfg.progress)
+        seed=cfg.seed, device=cfg.device, progress=cfg.progress, overwrite=True)
     print(f"[1/4] MAE pretraining on digits: {cfg.epochs} epochs -> {mae_cfg.out}", flush=True)
     mae = pretrain_mae(mae_cfg)
     t_mae = time.perf_counter() - t0

@@ -81,3 +81,25 @@ def latest_checkpoint(run_dir: Path) -> Optional[Path]:
         return find_checkpoint(run_dir)
     except FileNotFoundError:
         return None
+
+
+class RunExistsError(ValueError):
+    """A fresh run was pointed at a directory holding another run's checkpoints."""
+
+
+def claim_run_dir(run_dir: Path, resume: Optional[Path], overwrite: bool, is_main: bool = True) -> None:
+    """Make `run_dir` ready for a run. A fresh run (no `resume`) refuses a directory that holds another
+    run's checkpoints, so nothing is lost by accident; with `overwrite` those checkpoints are deleted
+    first (stale ones would otherwise outlive the new run's in the keep-newest pruning)."""
+    run_dir = Path(run_dir)
+    if resume is not None:
+        return
+    existing = latest_checkpoint(run_dir) is not None or any((run_dir / "checkpoints").glob("epoch_*"))
+    if not existing:
+        return
+    if not overwrite:
+        raise RunExistsError(
+            f"{run_dir} already holds a run (checkpoints in {run_dir / 'checkpoints'}): continue it with "
+            f"--resume {run_dir}, choose another --out, or pass --overwrite to delete them and start over")
+    if is_main:
+        shutil.rmtree(run_dir / "checkpoints")

@@ -36,6 +36,7 @@ from .. import registry
 from ..config import setting, to_dict
 from ..data import eval_transform, finetune_splits
 from ..eval.metrics import ClassificationMeter
+from .checkpoint import claim_run_dir
 from .distributed import DistInfo, cleanup_distributed, init_distributed
 from .loop import PRECISIONS, Callback, StepOutput, Trainer, TrainConfig, autocast, seed_everything
 from .plots import plot_confusion_matrix
@@ -80,6 +81,8 @@ class FinetuneConfig:
     ckpt_every: int = setting(1, "write a checkpoint every N epochs (and at the end)")
     keep_checkpoints: int = setting(2, "checkpoints kept on disk (the newest)")
     stop_after_epoch: Optional[int] = setting(None, "stop after this epoch, with a checkpoint; --resume continues")
+    overwrite: bool = setting(False, "start afresh in --out even if it holds another run's checkpoints "
+                                     "(they are deleted); without it such a directory is refused")
     log_every: int = setting(10, "optimizer steps between metrics.jsonl lines")
     seed: int = setting(0, "random seed")
     workers: int = setting(0, "data-loading worker processes per training process")
@@ -258,6 +261,7 @@ def _finetune(cfg: FinetuneConfig, resume: Optional[Path], dist: DistInfo) -> di
     from timm.scheduler import CosineLRScheduler
     from timm.utils import ModelEmaV3
 
+    claim_run_dir(cfg.out, resume, cfg.overwrite, dist.is_main)
     seed_everything(cfg.seed + dist.rank)
     use_mixup = cfg.mixup > 0 or cfg.cutmix > 0
     if use_mixup and cfg.batch_size % 2:

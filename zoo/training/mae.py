@@ -27,6 +27,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 from .. import registry
 from ..config import setting, to_dict
 from ..data import denormalize, eval_transform, pretrain_datasets, pretrain_transform
+from .checkpoint import claim_run_dir
 from .distributed import DistInfo, cleanup_distributed, init_distributed
 from .loop import PRECISIONS, Callback, StepOutput, Trainer, TrainConfig, seed_everything
 from .plots import plot_reconstructions
@@ -57,6 +58,8 @@ class MAEPretrainConfig:
     ckpt_every: int = setting(10, "write a checkpoint every N epochs (and always at the end)")
     keep_checkpoints: int = setting(2, "checkpoints kept on disk (the newest)")
     stop_after_epoch: Optional[int] = setting(None, "stop after this epoch, with a checkpoint; --resume continues")
+    overwrite: bool = setting(False, "start afresh in --out even if it holds another run's checkpoints "
+                                     "(they are deleted); without it such a directory is refused")
     log_every: int = setting(10, "optimizer steps between metrics.jsonl lines")
     seed: int = setting(0, "random seed (data order, augmentation, masking, initialisation)")
     workers: int = setting(0, "data-loading worker processes per training process")
@@ -119,6 +122,7 @@ def pretrain_mae(cfg: MAEPretrainConfig, resume: Optional[Path] = None, dist: Op
 
 
 def _pretrain(cfg: MAEPretrainConfig, resume: Optional[Path], dist: DistInfo) -> dict:
+    claim_run_dir(cfg.out, resume, cfg.overwrite, dist.is_main)
     seed_everything(cfg.seed + dist.rank)
     model = build_mae(cfg).to(dist.device)
     model.set_grad_checkpointing(cfg.grad_checkpointing)
