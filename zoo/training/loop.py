@@ -131,6 +131,16 @@ def _set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def format_epoch(record: dict, epochs: int) -> str:
+    """One line per finished epoch: the training loss and whatever the callbacks measured."""
+    parts = [f"epoch {record['epoch'] + 1}/{epochs}", f"loss {record['loss']:.4f}"]
+    for key, value in record.items():
+        if key.endswith(("val_loss", "val_top1", "val_ece")) and isinstance(value, (int, float)):
+            parts.append(f"{key} {value:.4f}" if key.endswith("loss") else f"{key} {value:.2f}%")
+    parts.append(f"{record['seconds']:.1f} s")
+    return "  ".join(parts)
+
+
 class Trainer:
     def __init__(
         self,
@@ -235,6 +245,8 @@ class Trainer:
                 record.update(cb.on_epoch_end(self, self.epoch))
             self.log(record)
             self.epoch_logs.append(record)
+            if self.dist.is_main:
+                print(format_epoch(record, self.cfg.epochs), flush=True)
             self.epoch += 1
             pause = self.cfg.stop_after_epoch is not None and self.epoch >= self.cfg.stop_after_epoch
             last = self.epoch == self.cfg.epochs or self.stop_requested or pause
