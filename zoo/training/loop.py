@@ -9,8 +9,9 @@ A command builds its model, data loader, optimizer and scheduler, and a `step` f
   schedulers);
 - DistributedDataParallel when launched by torchrun (gloo on CPU, nccl on CUDA); only the main
   process writes;
-- a tqdm progress bar (loss, lr, images/s), a JSONL metrics log (`metrics.jsonl`), and a curves
-  PNG (`training_curves.png`) at each checkpoint;
+- a tqdm progress bar (loss, lr, images/s), one printed line per epoch (loss and the callbacks'
+  val metrics), a JSONL metrics log (`metrics.jsonl`), and a curves PNG (`training_curves.png`) at
+  each checkpoint;
 - atomic checkpoints every `ckpt_every` epochs and at the end (weights as safetensors plus
   optimizer, scheduler, scaler, RNG and step state; see checkpoint.py), and `resume` that
   continues exactly where the checkpoint stopped;
