@@ -8,7 +8,11 @@ in bf16 autocast. The ratio column is zoo images/s divided by timm images/s (> 1
     python benchmarks/throughput.py                                  # the default table
     python benchmarks/throughput.py --models deit_small_patch16_224 --batch-sizes 8 --dtypes bf16
     python benchmarks/throughput.py --markdown docs/benchmarks.md    # also write a Markdown table
-    python benchmarks/throughput.py --isolate                        # each cell in a fresh process
+    python benchmarks/throughput.py --same-process                   # all cells in this one process
+
+By default each (model, dtype, batch) cell runs in a fresh Python process (zoo and timm still
+alternate inside it): measured in one long process, a cell's numbers depend on the cells before it
+(timm's Swin in bf16 ran 49 to 65 img/s depending on what preceded it; see docs/benchmarks.md).
 """
 from __future__ import annotations
 
@@ -75,10 +79,10 @@ def main(argv=None) -> int:
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
     p.add_argument("--markdown", type=Path, help="also write the table to this Markdown file")
-    p.add_argument("--isolate", action="store_true",
-                   help="measure each (model, dtype, batch) cell in a fresh Python process, so a cell's numbers "
-                        "do not depend on what ran before it (allocator and oneDNN caches)")
-    p.add_argument("--json-row", action="store_true", help=argparse.SUPPRESS)  # one cell's row, for --isolate
+    p.add_argument("--same-process", dest="isolate", action="store_false",
+                   help="measure every cell in this process, one after another, instead of each (model, dtype, "
+                        "batch) cell in a fresh process (then a cell's numbers depend on the cells before it)")
+    p.add_argument("--json-row", action="store_true", help=argparse.SUPPRESS)  # one cell's row, for isolation
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -90,12 +94,12 @@ def main(argv=None) -> int:
     if not args.json_row:
         print(header, flush=True)
     rows = []
-    if args.isolate:
+    if args.isolate:  # each cell in a child process that runs it with --same-process --json-row
         for name in args.models:
             for dtype in args.dtypes:
                 for bs in args.batch_sizes:
-                    cmd = [sys.executable, __file__, "--json-row", "--models", name, "--dtypes", dtype,
-                           "--batch-sizes", str(bs), "--repeats", str(args.repeats), "--warmup", str(args.warmup)]
+                    cmd = [sys.executable, __file__, "--json-row", "--same-process", "--models", name, "--dtypes",
+                           dtype, "--batch-sizes", str(bs), "--repeats", str(args.repeats), "--warmup", str(args.warmup)]
                     if args.threads:
                         cmd += ["--threads", str(args.threads)]
                     row = tuple(json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True)
