@@ -25,6 +25,7 @@ from . import __version__, hub
 from .complexity import variant_cost
 from .convert import RESEARCH
 from .registry import REGISTRY, RegistryError, UnknownModelError, list_models, model_info
+from .training.loop import NonFiniteLossError
 
 
 def _millions(n: Optional[int]) -> str:
@@ -125,15 +126,10 @@ def _settings(cls, args: argparse.Namespace):
 
 
 def cmd_pretrain_mae(args: argparse.Namespace) -> int:
-    from .training.loop import NonFiniteLossError
     from .training.mae import MAEPretrainConfig, pretrain_mae
 
     cfg = _settings(MAEPretrainConfig, args)
-    try:
-        summary = pretrain_mae(cfg, resume=args.resume)
-    except NonFiniteLossError as e:
-        print(f"zoo pretrain-mae: stopped: {e}", file=sys.stderr)
-        return 1
+    summary = pretrain_mae(cfg, resume=args.resume)
     if "finished" in summary:  # only the main process reports
         state = "finished" if summary["finished"] else f"paused after epoch {summary['epochs']} (--resume continues)"
         print(f"\n{state}: {summary['epochs']} epochs, {summary['steps']} optimizer steps, "
@@ -179,14 +175,9 @@ def cmd_quickstart(args: argparse.Namespace) -> int:
 
 def cmd_finetune(args: argparse.Namespace) -> int:
     from .training.finetune import FinetuneConfig, finetune
-    from .training.loop import NonFiniteLossError
 
     cfg = _settings(FinetuneConfig, args)
-    try:
-        s = finetune(cfg, resume=args.resume)
-    except NonFiniteLossError as e:
-        print(f"zoo finetune: stopped: {e}", file=sys.stderr)
-        return 1
+    s = finetune(cfg, resume=args.resume)
     if "best_dir" in s:  # only the main process reports (other ranks return without it)
         best = s["best"]
         state = "finished" if s["finished"] else f"paused after epoch {s['epochs']} (--resume continues)"
@@ -236,6 +227,20 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_job(sub, name: str, settings_cls, func, help: str, description: str, resumable: bool = False):
+    """A subcommand whose flags come from a settings dataclass, with --config (and --resume)."""
+    from .config import add_arguments
+
+    p = sub.add_parser(name, help=help, description=description)
+    p.add_argument("--config", type=Path, metavar="FILE", help="YAML file of settings (keys as the flags)")
+    if resumable:
+        p.add_argument("--resume", type=Path, metavar="RUN_DIR",
+                       help="continue this run from its latest checkpoint, with its config.yaml (flags override)")
+    add_arguments(p, settings_cls)
+    p.set_defaults(func=func)
+    return p
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="zoo", description="A model zoo for the Vision Transformer family (ViT, DeiT, Swin, DINOv2, MAE).")
@@ -255,59 +260,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_info)
 
-    from .config import add_arguments
-    from .training.mae import MAEPretrainConfig
-
-    p = sub.add_parser(
-        "pretrain-mae", help="MAE pretraining on a folder of images or the built-in digits",
-        description="Masked-autoencoder pretraining (He et al. 2021): resumable, multi-process with torchrun, "
-                    "progress bar, JSONL log, loss and reconstruction figures; the encoder is saved as a ViT. "
-                    "Settings come from defaults < --config YAML < flags.")
-    p.add_argument("--config", type=Path, metavar="FILE", help="YAML file of settings (keys as the flags)")
-    p.add_argument("--resume", type=Path, metavar="RUN_DIR",
-                   help="continue this run from its latest checkpoint, with its config.yaml (flags override)")
-    add_arguments(p, MAEPretrainConfig)
-    p.set_defaults(func=cmd_pretrain_mae)
-
     from .eval.knn import KnnConfig
     from .eval.linear_probe import ProbeConfig
-
-    p = sub.add_parser(
-        "linear-probe", help="DINOv2-style linear probe of a frozen backbone (52 heads, chosen on held-out train)",
-        description="Linear evaluation of a frozen backbone: features extracted once (cached), 4 feature "
-                    "configurations x 13 learning rates trained together, the best head chosen on a held-out "
-                    "part of the train split, then scored once on the test split.")
-    p.add_argument("--config", type=Path, metavar="FILE", help="YAML file of settings (keys as the flags)")
-    add_arguments(p, ProbeConfig)
-    p.set_defaults(func=cmd_linear_probe)
-
-    p = sub.add_parser("knn", help="weighted kNN classification on frozen features",
-                       description="kNN on L2-normalised class-token features (T=0.07), k chosen on held-out train.")
-    p.add_argument("--config", type=Path, metavar="FILE", help="YAML file of settings (keys as the flags)")
-    add_arguments(p, KnnConfig)
-    p.set_defaults(func=cmd_knn)
-
     from .quickstart import QuickstartConfig
-
-    p = sub.add_parser("quickstart", help="the whole pipeline on the built-in digits in a few minutes",
-                       description="MAE-pretrain a small ViT on scikit-learn's digits, linear-probe it, probe the "
-                                   "same ViT at random init, fit logistic regression on raw pixels, and compare.")
-    p.add_argument("--config", type=Path, metavar="FILE", help="YAML file of settings (keys as the flags)")
-    add_arguments(p, QuickstartConfig)
-    p.set_defaults(func=cmd_quickstart)
-
     from .training.finetune import FinetuneConfig
+    from .training.mae import MAEPretrainConfig
 
-    p = sub.add_parser(
-        "finetune", help="fine-tune a model on a folder of labelled images or the built-in digits",
-        description="Supervised fine-tuning with the modern ViT recipe (AdamW, layer-wise lr decay, warmup + cosine, "
-                    "RandAugment, Mixup/CutMix, label smoothing, drop path, EMA, gradient clipping); resumable, "
-                    "multi-process with torchrun; the best model is saved with zoo.save_pretrained.")
-    p.add_argument("--config", type=Path, metavar="FILE", help="YAML file of settings (keys as the flags)")
-    p.add_argument("--resume", type=Path, metavar="RUN_DIR",
-                   help="continue this run from its latest checkpoint, with its config.yaml (flags override)")
-    add_arguments(p, FinetuneConfig)
-    p.set_defaults(func=cmd_finetune)
+    _add_job(sub, "pretrain-mae", MAEPretrainConfig, cmd_pretrain_mae, resumable=True,
+             help="MAE pretraining on a folder of images or the built-in digits",
+             description="Masked-autoencoder pretraining (He et al. 2021): resumable, multi-process with torchrun, "
+                         "progress bar, JSONL log, loss and reconstruction figures; the encoder is saved as a ViT. "
+                         "Settings come from defaults < --config YAML < flags.")
+    _add_job(sub, "linear-probe", ProbeConfig, cmd_linear_probe,
+             help="DINOv2-style linear probe of a frozen backbone (52 heads, chosen on held-out train)",
+             description="Linear evaluation of a frozen backbone: features extracted once (cached), 4 feature "
+                         "configurations x 13 learning rates trained together, the best head chosen on a held-out "
+                         "part of the train split, then scored once on the test split.")
+    _add_job(sub, "knn", KnnConfig, cmd_knn, help="weighted kNN classification on frozen features",
+             description="kNN on L2-normalised class-token features (T=0.07), k chosen on held-out train.")
+    _add_job(sub, "quickstart", QuickstartConfig, cmd_quickstart,
+             help="the whole pipeline on the built-in digits in a few minutes",
+             description="MAE-pretrain a small ViT on scikit-learn's digits, linear-probe it, probe the "
+                         "same ViT at random init, fit logistic regression on raw pixels, and compare.")
+    _add_job(sub, "finetune", FinetuneConfig, cmd_finetune, resumable=True,
+             help="fine-tune a model on a folder of labelled images or the built-in digits",
+             description="Supervised fine-tuning with the modern ViT recipe (AdamW, layer-wise lr decay, warmup + "
+                         "cosine, RandAugment, Mixup/CutMix, label smoothing, drop path, EMA, gradient clipping); "
+                         "resumable, multi-process with torchrun; the best model is saved with zoo.save_pretrained.")
 
     p = sub.add_parser("predict", help="top-k labels for image files",
                        description="Classify images with a registered model (--pretrained) or a saved one "
@@ -375,6 +354,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     logger.setLevel(logging.INFO)
     try:
         return args.func(args)
+    except NonFiniteLossError as e:  # a training job stopped cleanly; the message names the last checkpoint
+        print(f"zoo {args.command}: stopped: {e}", file=sys.stderr)
+        return 1
     except (UnknownModelError, RegistryError, ValueError, hub.WeightsError) as e:
         print(f"zoo {args.command}: error: {e}", file=sys.stderr)
         return 2

@@ -11,7 +11,7 @@ import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Tuple
+from typing import Tuple
 
 import torch
 import torch.nn.functional as F
@@ -20,27 +20,15 @@ from ..config import setting, to_dict
 from ..data import stratified_holdout
 from ..training.distributed import resolve_device
 from .linear_probe import SealedLabels
-from .prepare import prepare_features
+from .prepare import FeatureSettings, prepare_features
 
 
 @dataclass
-class KnnConfig:
-    model: str = setting("vit_small_patch14_dinov2", "registered name[.tag], a saved model directory, or hf-hub:org/repo")
-    pretrained: bool = setting(False, "load the registry's pretrained weights for a registered name")
-    data: str = setting("digits", "'digits' or a folder with train/ and test/ (or val/), one sub-folder per class")
+class KnnConfig(FeatureSettings):
     out: Path = setting(Path("runs/knn"), "output directory")
     ks: Tuple[int, ...] = setting((10, 20, 100, 200), "numbers of neighbours to try")
     temperature: float = setting(0.07, "softmax temperature of the votes")
     holdout_fraction: float = setting(0.1, "part of the train split held out to choose k")
-    img_size: Optional[int] = setting(None, "input size (default: the model's)")
-    precision: str = setting("fp32", "fp32 or bf16 (autocast) for feature extraction", choices=("fp32", "bf16"))
-    extract_batch_size: int = setting(128, "images per forward pass during extraction")
-    cache_dir: Optional[Path] = setting(None, "feature cache (default: $ZOO_CACHE/features or ~/.cache/zoo/features)")
-    no_cache: bool = setting(False, "extract again even if cached features exist")
-    seed: int = setting(0, "seed for the held-out split")
-    device: str = setting("auto", "auto, cpu, cuda or cuda:N")
-    workers: int = setting(0, "data-loading workers for extraction")
-    progress: bool = setting(True, "show progress bars")
 
 
 @torch.no_grad()

@@ -43,7 +43,7 @@ from ..layers.linear import linear
 from ..training.distributed import resolve_device
 from ..training.plots import plot_lines
 from .features import FeatureSet
-from .prepare import prepare_features
+from .prepare import FeatureSettings, prepare_features
 
 LEARNING_RATES = (1e-5, 2e-5, 5e-5, 1e-4, 2e-4, 5e-4, 1e-3, 2e-3, 5e-3, 1e-2, 2e-2, 5e-2, 1e-1)
 MAE_LEARNING_RATES = (1e-3, 2e-3, 5e-3, 1e-2, 2e-2, 5e-2, 1e-1, 2e-1, 5e-1, 1.0, 2.0, 5.0, 10.0)
@@ -52,10 +52,7 @@ RECIPES = ("dinov2", "mae")
 
 
 @dataclass
-class ProbeConfig:
-    model: str = setting("vit_small_patch14_dinov2", "registered name[.tag], a saved model directory, or hf-hub:org/repo")
-    pretrained: bool = setting(False, "load the registry's pretrained weights for a registered name")
-    data: str = setting("digits", "'digits' or a folder with train/ and test/ (or val/), one sub-folder per class")
+class ProbeConfig(FeatureSettings):
     out: Path = setting(Path("runs/linear-probe"), "output directory")
     recipe: str = setting("dinov2", "dinov2 (52 heads: 4 feature configs x 13 lrs) or mae (BN + cls, LARS)",
                           choices=RECIPES)
@@ -65,15 +62,7 @@ class ProbeConfig:
                                               "features, as DINOv2's 12,500 x 1024 on ImageNet, and at least 300)")
     batch_size: int = setting(256, "features per step")
     holdout_fraction: float = setting(0.1, "part of the train split held out to choose the head")
-    img_size: Optional[int] = setting(None, "input size (default: the model's)")
-    precision: str = setting("fp32", "fp32 or bf16 (autocast) for feature extraction", choices=("fp32", "bf16"))
-    extract_batch_size: int = setting(128, "images per forward pass during extraction")
-    cache_dir: Optional[Path] = setting(None, "feature cache (default: $ZOO_CACHE/features or ~/.cache/zoo/features)")
-    no_cache: bool = setting(False, "extract again even if cached features exist")
     seed: int = setting(0, "seed for the held-out split, head init and batch order")
-    device: str = setting("auto", "auto, cpu, cuda or cuda:N")
-    workers: int = setting(0, "data-loading workers for extraction")
-    progress: bool = setting(True, "show progress bars")
 
 
 class SealedLabels:

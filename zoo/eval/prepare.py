@@ -9,9 +9,30 @@ from typing import List, Optional
 import torch
 
 from .. import registry
+from ..config import setting
 from ..data import classification_splits, eval_transform
 from .features import (FeatureSet, cache_key, default_cache_dir, extract_features, load_features,
                        save_features)
+
+
+@dataclass
+class FeatureSettings:
+    """The settings `linear-probe` and `knn` share: which backbone, which data, how features are
+    extracted and cached. Each command's settings extend these (and give `out` and `seed` their own
+    default and help)."""
+    model: str = setting("vit_small_patch14_dinov2", "registered name[.tag], a saved model directory, or hf-hub:org/repo")
+    pretrained: bool = setting(False, "load the registry's pretrained weights for a registered name")
+    data: str = setting("digits", "'digits' or a folder with train/ and test/ (or val/), one sub-folder per class")
+    out: Path = setting(Path("runs/features"), "output directory")
+    img_size: Optional[int] = setting(None, "input size (default: the model's)")
+    precision: str = setting("fp32", "fp32 or bf16 (autocast) for feature extraction", choices=("fp32", "bf16"))
+    extract_batch_size: int = setting(128, "images per forward pass during extraction")
+    cache_dir: Optional[Path] = setting(None, "feature cache (default: $ZOO_CACHE/features or ~/.cache/zoo/features)")
+    no_cache: bool = setting(False, "extract again even if cached features exist")
+    seed: int = setting(0, "seed for the held-out split")
+    device: str = setting("auto", "auto, cpu, cuda or cuda:N")
+    workers: int = setting(0, "data-loading workers for extraction")
+    progress: bool = setting(True, "show progress bars")
 
 
 @dataclass
@@ -48,7 +69,7 @@ def load_backbone(ref: str, pretrained: bool = False, img_size: Optional[int] = 
     return model.eval()
 
 
-def prepare_features(cfg, device: torch.device, backbone=None) -> PreparedFeatures:
+def prepare_features(cfg: FeatureSettings, device: torch.device, backbone=None) -> PreparedFeatures:
     """Features of the train and eval splits for `cfg` (a ProbeConfig or KnnConfig), from the cache
     when the same weights, data, transform and options were extracted before."""
     model = backbone if backbone is not None else load_backbone(cfg.model, cfg.pretrained, cfg.img_size)

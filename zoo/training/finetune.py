@@ -36,8 +36,7 @@ from .. import registry
 from ..config import setting, to_dict
 from ..data import eval_transform, finetune_splits
 from ..eval.metrics import ClassificationMeter
-from .checkpoint import claim_run_dir
-from .distributed import DistInfo, cleanup_distributed, init_distributed
+from .distributed import DistInfo, run_job
 from .loop import PRECISIONS, Callback, StepOutput, Trainer, TrainConfig, autocast, seed_everything
 from .plots import plot_confusion_matrix
 
@@ -246,13 +245,7 @@ def _safe_posterize(transform) -> None:
 
 def finetune(cfg: FinetuneConfig, resume: Optional[Path] = None, dist: Optional[DistInfo] = None) -> dict:
     """Fine-tune; returns a summary (also written to summary.json). `resume`: a run directory."""
-    own_dist = dist is None
-    dist = dist or init_distributed(cfg.device)
-    try:
-        return _finetune(cfg, resume, dist)
-    finally:
-        if own_dist:
-            cleanup_distributed()
+    return run_job(_finetune, cfg, resume, dist)
 
 
 def _finetune(cfg: FinetuneConfig, resume: Optional[Path], dist: DistInfo) -> dict:
@@ -261,7 +254,6 @@ def _finetune(cfg: FinetuneConfig, resume: Optional[Path], dist: DistInfo) -> di
     from timm.scheduler import CosineLRScheduler
     from timm.utils import ModelEmaV3
 
-    claim_run_dir(cfg.out, resume, cfg.overwrite, dist.is_main)
     seed_everything(cfg.seed + dist.rank)
     use_mixup = cfg.mixup > 0 or cfg.cutmix > 0
     if use_mixup and cfg.batch_size % 2:

@@ -27,8 +27,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 from .. import registry
 from ..config import setting, to_dict
 from ..data import denormalize, eval_transform, pretrain_datasets, pretrain_transform
-from .checkpoint import claim_run_dir
-from .distributed import DistInfo, cleanup_distributed, init_distributed
+from .distributed import DistInfo, run_job
 from .loop import PRECISIONS, Callback, StepOutput, Trainer, TrainConfig, seed_everything
 from .plots import plot_reconstructions
 
@@ -112,17 +111,10 @@ def build_mae(cfg: MAEPretrainConfig):
 def pretrain_mae(cfg: MAEPretrainConfig, resume: Optional[Path] = None, dist: Optional[DistInfo] = None) -> dict:
     """Run MAE pretraining; returns a summary (also written to `summary.json`). `resume` is a run
     directory or checkpoint folder to continue from."""
-    own_dist = dist is None
-    dist = dist or init_distributed(cfg.device)
-    try:
-        return _pretrain(cfg, resume, dist)
-    finally:
-        if own_dist:
-            cleanup_distributed()
+    return run_job(_pretrain, cfg, resume, dist)
 
 
 def _pretrain(cfg: MAEPretrainConfig, resume: Optional[Path], dist: DistInfo) -> dict:
-    claim_run_dir(cfg.out, resume, cfg.overwrite, dist.is_main)
     seed_everything(cfg.seed + dist.rank)
     model = build_mae(cfg).to(dist.device)
     model.set_grad_checkpointing(cfg.grad_checkpointing)

@@ -17,6 +17,14 @@ def _pyplot():
     return plt
 
 
+def _save(plt, fig, out_png: Path, dpi: int = 110) -> Path:
+    """Lay out, write and close a figure."""
+    fig.tight_layout()
+    fig.savefig(out_png, dpi=dpi)
+    plt.close(fig)
+    return Path(out_png)
+
+
 def read_jsonl(path: Path) -> List[dict]:
     path = Path(path)
     if not path.is_file():
@@ -61,10 +69,7 @@ def plot_training_curves(metrics_path: Path, out_png: Path, title: str = "") -> 
         ax.grid(alpha=0.3)
     if title:
         fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(out_png, dpi=110)
-    plt.close(fig)
-    return Path(out_png)
+    return _save(plt, fig, out_png)
 
 
 def plot_reconstructions(images: torch.Tensor, removed: torch.Tensor, recon: torch.Tensor, pasted: torch.Tensor,
@@ -87,10 +92,7 @@ def plot_reconstructions(images: torch.Tensor, removed: torch.Tensor, recon: tor
                 ax.set_title(columns[j], fontsize=9)
     if title:
         fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    fig.savefig(out_png, dpi=100)
-    plt.close(fig)
-    return Path(out_png)
+    return _save(plt, fig, out_png, dpi=100)
 
 
 def plot_confusion_matrix(matrix: torch.Tensor, class_names: Sequence[str], out_png: Path, title: str = "") -> Path:
@@ -114,10 +116,7 @@ def plot_confusion_matrix(matrix: torch.Tensor, class_names: Sequence[str], out_
     fig.colorbar(im, ax=ax, fraction=0.046)
     if title:
         ax.set_title(title)
-    fig.tight_layout()
-    fig.savefig(out_png, dpi=110)
-    plt.close(fig)
-    return Path(out_png)
+    return _save(plt, fig, out_png)
 
 
 def plot_lines(series: Dict[str, Sequence[tuple]], out_png: Path, xlabel: str, ylabel: str, title: str = "",
@@ -135,7 +134,4 @@ def plot_lines(series: Dict[str, Sequence[tuple]], out_png: Path, xlabel: str, y
     ax.legend()
     if title:
         ax.set_title(title)
-    fig.tight_layout()
-    fig.savefig(out_png, dpi=110)
-    plt.close(fig)
-    return Path(out_png)
+    return _save(plt, fig, out_png)
