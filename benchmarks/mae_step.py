@@ -29,6 +29,7 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without installing
 import zoo  # noqa: E402
+from zoo.env import machine_header  # noqa: E402
 from zoo.layers import random_masking  # noqa: E402
 
 
@@ -142,8 +143,8 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     torch.manual_seed(0)
     device = torch.device(args.device)
-    print(f"{args.model}, batch {args.batch_size}, {device}, {torch.get_num_threads()} threads, torch "
-          f"{torch.__version__}; median of {args.repeats} alternated steps", flush=True)
+    print(f"Machine: {machine_header()}.\n{args.model}, batch {args.batch_size}, {device}; median of "
+          f"{args.repeats} alternated steps", flush=True)
     rows = []
     for precision in args.precisions:
         ours = zoo.create(args.model).to(device)

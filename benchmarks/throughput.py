@@ -7,8 +7,13 @@ in bf16 autocast. The ratio column is zoo images/s divided by timm images/s (> 1
 
     python benchmarks/throughput.py                                  # the default table
     python benchmarks/throughput.py --models deit_small_patch16_224 --batch-sizes 8 --dtypes bf16
-    python benchmarks/throughput.py --markdown docs/benchmarks.md    # also write a Markdown table
+    python benchmarks/throughput.py --markdown table.md --json cells.json   # also write the table / the cells
     python benchmarks/throughput.py --same-process                   # all cells in this one process
+
+Every table starts with the machine it was measured on (`zoo.env.machine_header`: CPU model and
+features, threads, versions, fast-path mode); `zoo env` prints the full description. Set
+`ZOO_FAST_PATHS=off` to measure zoo on PyTorch's kernels, `ZOO_CPU_ISA=avx2` to take the decisions
+zoo makes on an AVX2 CPU (the kernels PyTorch itself runs do not change).
 
 By default each (model, dtype, batch) cell runs in a fresh Python process (zoo and timm still
 alternate inside it): measured in one long process, a cell's numbers depend on the cells before it
@@ -18,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import subprocess
 import sys
@@ -31,19 +35,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without installing
 import zoo  # noqa: E402
+from zoo.env import machine_header, system_info  # noqa: E402
 
 DEFAULT_MODELS = ["vit_base_patch16_224", "deit_small_patch16_224", "vit_small_patch14_dinov2",
                   "swin_tiny_patch4_window7_224"]
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def build_pair(name: str, timm_name: str | None = None):
@@ -78,7 +73,8 @@ def main(argv=None) -> int:
     p.add_argument("--repeats", type=int, default=7, help="timed calls per model and cell (median taken)")
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
-    p.add_argument("--markdown", type=Path, help="also write the table to this Markdown file")
+    p.add_argument("--markdown", type=Path, help="also write the table (with the machine header) to this Markdown file")
+    p.add_argument("--json", type=Path, help="also write the machine (zoo env --json) and every cell to this JSON file")
     p.add_argument("--same-process", dest="isolate", action="store_false",
                    help="measure every cell in this process, one after another, instead of each (model, dtype, "
                         "batch) cell in a fresh process (then a cell's numbers depend on the cells before it)")
@@ -88,9 +84,9 @@ def main(argv=None) -> int:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
 
-    header = (f"CPU: {cpu_name()}, {torch.get_num_threads()} threads; torch {torch.__version__}, "
-              f"timm {timm.__version__}, zoo {zoo.__version__}; median of {args.repeats} alternated calls"
-              + ("; each cell in a fresh process" if args.isolate else "; all cells in one process"))
+    machine = system_info()
+    header = (f"Machine: {machine_header(machine)}. Median of {args.repeats} alternated calls"
+              + ("; each cell in a fresh process." if args.isolate else "; all cells in one process."))
     if not args.json_row:
         print(header, flush=True)
     rows = []
@@ -131,6 +127,12 @@ def main(argv=None) -> int:
     if args.markdown:
         args.markdown.write_text(f"{header}\n\n" + "\n".join(table) + "\n")
         print(f"\nwrote {args.markdown}")
+    if args.json:
+        keys = ("model", "input", "dtype", "batch", "zoo_img_per_s", "timm_img_per_s", "zoo_over_timm")
+        args.json.write_text(json.dumps({"header": header, "machine": machine, "repeats": args.repeats,
+                                         "isolated": args.isolate, "cells": [dict(zip(keys, r)) for r in rows]},
+                                        indent=2) + "\n")
+        print(f"wrote {args.json}")
     return 0
 
 

@@ -48,3 +48,22 @@ def offline(monkeypatch):
     import huggingface_hub.constants
 
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+
+
+@pytest.fixture
+def cpu_isa(monkeypatch):
+    """`cpu_isa(level, mode="auto")`: re-detect the CPU for this test as if `ZOO_CPU_ISA=level` were set
+    (None: keep the environment's), with `ZOO_FAST_PATHS=mode`; returns the new `CpuFeatures`.
+    The cap only removes features, so the simulated machine never claims a kernel this one cannot run."""
+    from zoo.layers import fast_paths
+
+    def apply(level=None, mode="auto"):
+        if level is not None:
+            monkeypatch.setenv("ZOO_CPU_ISA", level)
+        monkeypatch.setenv("ZOO_FAST_PATHS", mode)
+        fast_paths._redetect()
+        return fast_paths.cpu_features()
+
+    yield apply
+    monkeypatch.undo()
+    fast_paths._redetect()

@@ -107,7 +107,11 @@ def test_capture_attention_records_weights_without_changing_output():
     assert len(maps) == 1
 
 
-def test_bf16_attention_close_to_fp32():
+@pytest.mark.kernels
+@pytest.mark.filterwarnings("ignore::zoo.layers.fast_paths.SlowPrecisionWarning")
+@pytest.mark.parametrize("mode", ["on", "off"])  # bf16 GEMMs + float32 softmax, and SDPA
+def test_bf16_attention_close_to_fp32(cpu_isa, mode):
+    cpu_isa(mode=mode)
     attn = randomize_(Attention(64, num_heads=4, qkv_bias=True)).eval()
     x = torch.randn(2, 50, 64)
     with torch.autocast("cpu", dtype=torch.bfloat16):
@@ -119,9 +123,11 @@ def test_bf16_attention_close_to_fp32():
 
 @pytest.mark.parametrize("mask_kind", ["none", "broadcast", "per_sample", "bool"])
 @pytest.mark.parametrize("chunk_bytes", [2 * 3 * 4 * 17 * 17 * 4, 1000])  # 2 samples; 3 queries of 1 sample
-def test_low_precision_cpu_attention_in_chunks_equals_one_pass(monkeypatch, mask_kind, chunk_bytes):
-    """bf16 inference takes the chunked float32-softmax path; chunk edges must not change anything."""
+def test_low_precision_cpu_attention_in_chunks_equals_one_pass(monkeypatch, cpu_isa, mask_kind, chunk_bytes):
+    """bf16 inference on the fast path takes the chunked float32-softmax path (forced on here: it runs
+    on any CPU); chunk edges must not change anything."""
     import zoo.layers.attention as attention_module
+    cpu_isa(mode="on")
     torch.manual_seed(0)
     q, k, v = (torch.randn(5, 3, 4, 17, 8).bfloat16() for _ in range(3))  # (B, windows, heads, N, hd)
     mask = {"none": None, "broadcast": torch.randn(3, 4, 17, 17).bfloat16(),

@@ -121,7 +121,9 @@ def test_positions_are_fixed_sincos_and_init_follows_the_recipe():
 def test_registry_variants():
     assert zoo.list_models(family="mae") == [
         "mae_vit_base_patch16_dec512d8b", "mae_vit_huge_patch14_dec512d8b", "mae_vit_large_patch16_dec512d8b",
-        "mae_vit_tiny_patch4_dec128d2b"]
+        "mae_vit_micro_patch4_dec64d2b", "mae_vit_tiny_patch4_dec128d2b"]
     tiny = zoo.create("mae_tiny_32")
     loss, pred, mask = tiny(torch.rand(2, 3, 32, 32))
     assert pred.shape == (2, 64, 48) and int(mask[0].sum()) == 48
+    micro = zoo.create("mae_micro_32")  # the quickstart's
+    assert micro.encoder.embed_dim == 96 and len(micro.encoder.blocks) == 6 and len(micro.decoder_blocks) == 2

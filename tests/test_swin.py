@@ -208,6 +208,8 @@ def test_layouts_and_biases_are_built_once_per_size():
     assert window_geometry.cache_info().misses > built
 
 
+@pytest.mark.kernels
+@pytest.mark.filterwarnings("ignore::zoo.layers.fast_paths.SlowPrecisionWarning")
 def test_cached_biases_follow_weight_changes():
     model = randomize_(zoo.create("swin_t", depths=(1, 1, 2, 1), num_classes=5)).eval()
     x = torch.randn(1, 3, 112, 112)
@@ -337,7 +339,11 @@ def test_resize_relative_position_bias_table_checks_its_input():
 
 
 # ------------------------------------------------------------------------------------ low precision
-def test_bf16_autocast_close_to_fp32():
+@pytest.mark.kernels
+@pytest.mark.filterwarnings("ignore::zoo.layers.fast_paths.SlowPrecisionWarning")
+@pytest.mark.parametrize("mode", ["on", "off"])  # the explicit bf16 window attention, and SDPA
+def test_bf16_autocast_close_to_fp32(cpu_isa, mode):
+    cpu_isa(mode=mode)
     model = randomize_(zoo.create("swin_t", depths=(1, 1, 2, 1))).eval()
     x = torch.randn(2, 3, 112, 144)
     with torch.no_grad():

@@ -17,7 +17,7 @@ from zoo.training.distributed import init_distributed
 from zoo.training.loop import NonFiniteLossError, StepOutput, Trainer, TrainConfig
 from zoo.training.mae import MAEPretrainConfig, pretrain_mae
 
-MICRO = {"depth": 2, "embed_dim": 64, "num_heads": 2, "decoder_embed_dim": 64, "decoder_depth": 1}
+MICRO = {"patch_size": 8, "depth": 2, "embed_dim": 64, "num_heads": 2, "decoder_embed_dim": 64, "decoder_depth": 1}
 
 
 def micro_cfg(out: Path, **kw) -> MAEPretrainConfig:
@@ -76,7 +76,7 @@ def test_pretrained_encoder_loads_into_the_plain_vit_apart_from_the_head(tmp_pat
     pretrain_mae(micro_cfg(run, epochs=1))
     weights = find_checkpoint(run) / "model.safetensors"
     encoder_file = run / "encoder" / "model.safetensors"
-    vit = zoo.create("vit_tiny_patch16_224", img_size=32, patch_size=4, embed_dim=64, depth=2, num_heads=2,
+    vit = zoo.create("vit_tiny_patch16_224", img_size=32, patch_size=8, embed_dim=64, depth=2, num_heads=2,
                      num_classes=10, checkpoint_path=str(encoder_file))
     mae = zoo.create("mae_tiny_32", **MICRO)
     mae.load_state_dict(load_file(str(weights)))

@@ -21,9 +21,11 @@ from .registry import (  # noqa: E402
     register_family,
 )
 from . import models  # noqa: E402,F401  (registers the built-in families)
+from .layers.fast_paths import SlowPrecisionWarning, set_fast_paths  # noqa: E402
 from .hub import push_to_hub, save_pretrained  # noqa: E402
 
 __all__ = [
-    "InputConfig", "RegistryError", "UnknownModelError", "Variant", "WeightTag", "ZooPluginWarning",
-    "create", "list_models", "model_info", "push_to_hub", "register_family", "save_pretrained", "__version__",
+    "InputConfig", "RegistryError", "SlowPrecisionWarning", "UnknownModelError", "Variant", "WeightTag",
+    "ZooPluginWarning", "create", "list_models", "model_info", "push_to_hub", "register_family", "save_pretrained",
+    "set_fast_paths", "__version__",
 ]

@@ -3,6 +3,7 @@ no logic lives here.
 
     zoo list [PATTERN] [--pretrained] [--family F] [--json]
     zoo info NAME [--json]
+    zoo env [--json]                     (also: zoo info --system)
     zoo pretrain-mae [--config FILE] [--resume RUN_DIR] [--data digits|FOLDER] [--epochs N] ...
     zoo linear-probe --model NAME|DIR [--pretrained] [--data digits|FOLDER] [--recipe dinov2|mae] ...
     zoo knn --model NAME|DIR [--pretrained] [--data digits|FOLDER] ...
@@ -66,7 +67,19 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_env(args: argparse.Namespace) -> int:
+    from .env import format_system_info, system_info
+
+    info = system_info()
+    print(json.dumps(info, indent=2) if args.json else format_system_info(info))
+    return 0
+
+
 def cmd_info(args: argparse.Namespace) -> int:
+    if args.system:
+        return cmd_env(args)
+    if args.name is None:
+        raise ValueError("zoo info needs a model NAME (zoo list shows them), or --system for this machine")
     variant = model_info(args.name)
     cost = variant_cost(variant.name)
     family = REGISTRY.families[variant.family]
@@ -255,10 +268,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_list)
 
     p = sub.add_parser("info", help="show one model: params, GMACs, input config, weight tags",
-                       description="Show a model's registry entry, parameter count, GMACs and weight tags.")
-    p.add_argument("name", help="variant name or alias, e.g. vit_b_16")
+                       description="Show a model's registry entry, parameter count, GMACs and weight tags; "
+                                   "with --system, this machine instead (as zoo env).")
+    p.add_argument("name", nargs="?", help="variant name or alias, e.g. vit_b_16")
+    p.add_argument("--system", action="store_true", help="show this machine instead of a model (zoo env)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("env", help="this machine: CPU features, threads, versions, which kernels each layer uses",
+                       description="Show the CPU model and features (AVX2, AVX-512, native bf16, AMX), threads, "
+                                   "torch / timm versions, and which path each layer kind takes here and why "
+                                   "(ZOO_FAST_PATHS, ZOO_CPU_ISA). Paste it into bug reports and benchmark tables.")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_env)
 
     from .eval.knn import KnnConfig
     from .eval.linear_probe import ProbeConfig

@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .fast_paths import use_fast_path
 from .linear import Linear, linear
 from .norm import LayerNorm
 
@@ -80,9 +81,14 @@ class Attention(nn.Module):
 
 
 def _prefer_explicit(q: torch.Tensor) -> bool:
-    # PyTorch's CPU SDPA kernel computes bf16/fp16 in fp32: measured 2-2.5x slower than two bf16
-    # GEMMs + softmax at ViT sequence lengths (and 1.3x at DINOv2's 1370 tokens) on this hardware.
-    return _low_precision_cpu(q)
+    """bf16/fp16 on a CPU whose hardware has that dtype: two low-precision GEMMs and a float32 softmax
+    instead of PyTorch's CPU SDPA kernel, which computes them in float32 (the `attention_bf16` /
+    `attention_fp16` fast paths of `fast_paths.py`; measured in docs/benchmarks.md)."""
+    if q.device.type != "cpu":
+        return False
+    if q.dtype == torch.bfloat16:
+        return use_fast_path("attention_bf16")
+    return q.dtype == torch.float16 and use_fast_path("attention_fp16")
 
 
 def explicit_attention(
@@ -98,8 +104,8 @@ def explicit_attention(
     (B, ..., Lq, hd), (B, ..., N, hd) x2 -> (B, ..., Lq, hd); the mask broadcasts against the scores
     (B, ..., Lq, N). The weights are appended to `sink` when one is given (see capture_attention).
     """
-    if sink is None and _low_precision_cpu(q) and not (torch.is_grad_enabled() and
-                                                       (q.requires_grad or k.requires_grad or v.requires_grad)):
+    if sink is None and _prefer_explicit(q) and not (torch.is_grad_enabled() and
+                                                     (q.requires_grad or k.requires_grad or v.requires_grad)):
         return _chunked_attention_fp32_softmax(q, k, v, attn_mask, dropout_p)
     attn = q @ k.transpose(-2, -1)  # (B, heads, Lq, N)
     if attn_mask is not None:  # in place (the matmul's backward does not need its output): one less copy
@@ -115,20 +121,15 @@ def explicit_attention(
     return attn @ v
 
 
-def _low_precision_cpu(t: torch.Tensor) -> bool:
-    return t.device.type == "cpu" and t.dtype in (torch.bfloat16, torch.float16)
-
-
 # float32 scores per chunk: small enough to stay in cache and off the allocator's mmap path
 _CHUNK_BYTES = 4 << 20
 
 
 def _chunked_attention_fp32_softmax(q, k, v, attn_mask, dropout_p):
-    """Inference path for bf16/fp16 on the CPU: the GEMMs in low precision, the mask add and softmax in
-    float32 (PyTorch's CPU softmax is ~2.3x faster in float32 than in bf16 at 49-197 keys, and more
-    accurate), in chunks of the leading dimension and, for long sequences, of the queries, so the
-    float32 scores stay small. Measured on the 2-core reference machine: swin_tiny's attention 30%
-    faster than the all-bf16 path."""
+    """Inference path for bf16/fp16 on a CPU with that dtype in hardware: the GEMMs in low precision,
+    the mask add and softmax in float32 (PyTorch's CPU softmax is faster in float32 than in bf16, and
+    more accurate), in chunks of the leading dimension and, for long sequences, of the queries, so
+    the float32 scores stay small (at most `_CHUNK_BYTES`)."""
     lq, n = q.shape[-2], k.shape[-2]
     per_query = q[0].numel() // q.shape[-1] // lq * n * 4  # bytes of float32 scores per query, one dim-0 index
     per_row = per_query * lq

@@ -1,50 +1,47 @@
-"""A Linear layer whose CPU inference runs on oneDNN, optionally with GELU applied in the same pass.
+"""A Linear layer whose CPU forward can run on oneDNN, optionally with GELU applied in the same pass.
 
-PyTorch sends float32 `F.linear` on the CPU to MKL's sgemm. On this project's machine (AMD EPYC,
-AVX-512) oneDNN's kernel, which PyTorch ships for its compiler as `torch.ops.mkldnn._linear_pointwise`,
-measured 1.6-2.2x faster on Swin's and ViT's shapes in float32 (e.g. 8x196x384 -> 1536: 3.5 ms vs
-7.8 ms), and under bf16 autocast it adds the bias and GELU inside the GEMM instead of in extra passes
-(8x3136x96 -> 384 with GELU: 4.4 ms vs 7.1 ms). The results match `F.linear` to float rounding.
+PyTorch sends float32 `F.linear` on the CPU to MKL's sgemm. oneDNN's kernel, which PyTorch ships
+for its compiler as `torch.ops.mkldnn._linear_pointwise`, computes the same product (equal to
+`F.linear` up to float rounding), adds the bias and the exact GELU inside the GEMM, and is faster
+on some CPUs only. `zoo/layers/fast_paths.py` decides per machine (AVX-512 for float32, native bf16
+for bf16 autocast; `ZOO_FAST_PATHS` / `set_fast_paths` override it); where it says no, this is
+plain `F.linear` (then `F.gelu`). Measurements: docs/benchmarks.md.
 
 The op has no autograd formula. Without gradients (`torch.no_grad`, `torch.inference_mode`, or
 frozen weights and inputs) it runs as is, for float32 and bfloat16. With gradients in float32 (no
 autocast), `_OneDNNLinear` supplies the backward from the same kernel: grad_input = grad @ W and
-grad_weight = grad^T @ x as two more oneDNN calls, which on the MAE-B training shapes took 1.0 s
-against MKL's 1.8 s for all three products. Under bf16 autocast with gradients, PyTorch's own
-`F.linear` already runs on oneDNN. Everything else (other devices, float64, ...) takes `F.linear`.
-Set `ONEDNN_LINEAR = False` to always use `F.linear`.
+grad_weight = grad^T @ x as two more oneDNN calls. Under bf16 autocast with gradients, and on other
+devices and dtypes, `F.linear` is used.
 
-Under CPU autocast, `F.linear` casts the float32 weight to bfloat16 on every call. `Linear` instead
-keeps one bfloat16 copy, prepacked in oneDNN's blocked layout (1.1-1.3x faster GEMMs here), made on
+Under CPU bf16 autocast, `F.linear` casts the float32 weight to bfloat16 on every call. On the bf16
+fast path `Linear` instead keeps one bfloat16 copy, prepacked in oneDNN's blocked layout, made on
 first use and remade whenever the weight changes (optimizer step, load_state_dict, .to()). It costs
 memory: half the size of the float32 weight, for as long as the module lives (`drop_cached_weights()`).
+Low-precision autocast on a CPU without hardware support for it warns once (`SlowPrecisionWarning`).
 """
 from __future__ import annotations
 
-import platform
 from typing import Dict, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-ONEDNN_LINEAR = True
+from .fast_paths import use_fast_path, warn_if_emulated
+
 _ACTIVATIONS = (None, "gelu")
 
 
 def _find_ops():
-    """oneDNN's linear and weight-prepacking ops, where this build has them (x86-64 only: elsewhere
-    PyTorch's own kernels are used), and whether the CPU runs oneDNN's bfloat16 kernels."""
-    if platform.machine().lower() not in ("x86_64", "amd64") or not torch.backends.mkldnn.is_available():
-        return None, None, False
+    """oneDNN's linear and weight-prepacking ops, where this build has them (whether they run is
+    `fast_paths`' decision: `linear_fp32` / `linear_bf16`)."""
     try:
-        op, reorder = torch.ops.mkldnn._linear_pointwise, torch.ops.mkldnn._reorder_linear_weight
-        return op, reorder, bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+        return torch.ops.mkldnn._linear_pointwise, torch.ops.mkldnn._reorder_linear_weight
     except (AttributeError, RuntimeError):
-        return None, None, False
+        return None, None
 
 
-_op, _reorder, _BF16_OK = _find_ops()
+_op, _reorder = _find_ops()
 _ATTRS = {None: ("none", [], ""), "gelu": ("gelu", [], "none")}  # oneDNN post-op: exact (erf) GELU
 
 
@@ -55,19 +52,21 @@ def _needs_grad(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tens
 
 def _use_onednn(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]) -> bool:
     """The oneDNN op, forward only (no autograd), applies."""
-    if not ONEDNN_LINEAR or _op is None or x.device.type != "cpu" or x.layout != torch.strided:
+    if _op is None or x.device.type != "cpu" or x.layout != torch.strided:
         return False
     if _needs_grad(x, weight, bias):
         return False  # no backward for the oneDNN op (see _use_onednn_autograd)
     dtype = torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else weight.dtype
-    return dtype == torch.float32 or (dtype == torch.bfloat16 and _BF16_OK)
+    return ((dtype == torch.float32 and use_fast_path("linear_fp32"))
+            or (dtype == torch.bfloat16 and use_fast_path("linear_bf16")))
 
 
 def _use_onednn_autograd(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]) -> bool:
     """`_OneDNNLinear` (oneDNN forward and backward) applies: float32 training on the CPU."""
-    return (ONEDNN_LINEAR and _op is not None and x.device.type == "cpu" and x.layout == torch.strided
+    return (_op is not None and x.device.type == "cpu" and x.layout == torch.strided
             and not torch.is_autocast_enabled("cpu") and _needs_grad(x, weight, bias)
-            and x.dtype == weight.dtype == torch.float32 and (bias is None or bias.dtype == torch.float32))
+            and x.dtype == weight.dtype == torch.float32 and (bias is None or bias.dtype == torch.float32)
+            and use_fast_path("linear_fp32"))
 
 
 class _OneDNNLinear(torch.autograd.Function):
@@ -103,8 +102,8 @@ def linear(
 ) -> torch.Tensor:
     """`F.linear(x, weight, bias)`, then exact (erf) GELU if `activation="gelu"`; (..., in) -> (..., out).
 
-    On CPU without autograd this is one oneDNN call (see the module docstring); under CPU autocast
-    the operands are cast to the autocast dtype first, as autocast does for `F.linear`.
+    Where the fast path runs (see the module docstring), one oneDNN call; under CPU autocast the
+    operands are cast to the autocast dtype first, as autocast does for `F.linear`.
     """
     if activation not in _ACTIVATIONS:
         raise ValueError(f"activation must be one of {_ACTIVATIONS}, got {activation!r}")
@@ -126,7 +125,7 @@ class Linear(nn.Linear):
     """`nn.Linear` (same parameters, keys and init) running through `linear` above.
 
     `forward(x, activation="gelu")` applies exact GELU in the same call (Mlp uses this for `fc1`).
-    Under CPU autocast it uses a cached, prepacked low-precision copy of the weight (module docstring).
+    On the bf16 fast path it uses a cached, prepacked low-precision copy of the weight (module docstring).
     """
 
     def __init__(self, *args, **kwargs) -> None:
@@ -134,12 +133,13 @@ class Linear(nn.Linear):
         self._cached_weights: Dict[Tuple, Tuple[torch.Tensor, Optional[torch.Tensor]]] = {}
 
     def forward(self, x: torch.Tensor, activation: Optional[str] = None) -> torch.Tensor:
-        if (torch.is_autocast_enabled("cpu") and self.weight.dtype == torch.float32
-                and not self.weight.is_inference() and activation in _ACTIVATIONS
-                and _use_onednn(x, self.weight, self.bias)):
+        if torch.is_autocast_enabled("cpu") and x.device.type == "cpu":
             dtype = torch.get_autocast_dtype("cpu")
-            weight, bias = self._low_precision_weights(dtype)
-            return _op(x.to(dtype), weight, bias, *_ATTRS[activation])
+            warn_if_emulated(dtype)
+            if (self.weight.dtype == torch.float32 and not self.weight.is_inference()
+                    and activation in _ACTIVATIONS and _use_onednn(x, self.weight, self.bias)):
+                weight, bias = self._low_precision_weights(dtype)
+                return _op(x.to(dtype), weight, bias, *_ATTRS[activation])
         return linear(x, self.weight, self.bias, activation)
 
     def _low_precision_weights(self, dtype: torch.dtype) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
