@@ -4,11 +4,13 @@ switch that overrides the choice.
 zoo has three CPU fast paths. Each was measured faster than PyTorch's own kernel only on some CPUs,
 so each runs only where this machine has what made it pay:
 
-| fast path | instead of | runs where the CPU has |
-|---|---|---|
-| `linear_fp32`: oneDNN's `_linear_pointwise` for float32 `Linear` (inference, and training with a oneDNN backward) | `F.linear` (MKL's sgemm) | AVX-512 |
-| `linear_bf16`: oneDNN with a cached, prepacked bf16 weight under CPU bf16 autocast (inference) | `F.linear` under autocast | native bf16 (AVX512_BF16 or AMX-BF16) |
-| `attention_bf16` / `attention_fp16`: low-precision GEMMs with a float32 softmax, in chunks | `F.scaled_dot_product_attention` | native bf16 / native fp16 (AVX512_FP16 or AMX-FP16) |
+- `linear_fp32`: oneDNN's `_linear_pointwise` for float32 `Linear`, inference and training (with a
+  oneDNN backward), instead of `F.linear` (MKL's sgemm). Runs where the CPU has AVX-512.
+- `linear_bf16`: oneDNN with a cached, prepacked bf16 weight under CPU bf16 autocast (inference),
+  instead of `F.linear` under autocast. Runs where the CPU has native bf16 (AVX512_BF16 or AMX-BF16).
+- `attention_bf16` / `attention_fp16`: low-precision GEMMs with a float32 softmax (in chunks during
+  inference) instead of `F.scaled_dot_product_attention`. Runs where the CPU has native bf16 / native
+  fp16 (AVX512_FP16 or AMX-FP16).
 
 Why these rules, with the measurements behind them: docs/benchmarks.md ("Which kernels run where").
 In short, oneDNN's float32 GEMM beat MKL's where AVX-512 was present and tied it on an AVX2 CPU,
@@ -20,7 +22,7 @@ The switch, one for all three (like timm's `TIMM_FUSED_ATTN` / `set_fused_attn`)
 - `ZOO_FAST_PATHS=auto|on|off` in the environment, read once; `set_fast_paths("auto"|"on"|"off")`
   from Python (`True` / `False` / `None` also accepted). "on" takes every fast path this machine can
   run at all, whether it pays or not; "off" always takes PyTorch's paths; "auto" (the default)
-  decides by the table above.
+  decides by the list above.
 - `ZOO_CPU_ISA=generic|avx2|avx512|avx512_bf16|amx` caps what detection reports, as if the CPU had
   nothing beyond that level (`avx2`: no AVX-512, no native bf16; `generic`: not an x86 CPU at all).
   Tests and CI use it to take the other machines' decisions on any machine.
@@ -222,11 +224,12 @@ def _choose(features: CpuFeatures, mode: str) -> Dict[str, PathChoice]:
         "attention_fp16": (True, ""),
     }
     pays = {
-        "linear_fp32": (f.avx512, "AVX-512: oneDNN's float32 GEMM beats MKL's",
+        "linear_fp32": (f.avx512, "AVX-512: oneDNN's float32 GEMM measured faster than MKL's there",
                         "no AVX-512: oneDNN's float32 GEMM is no faster than PyTorch's there"),
-        "linear_bf16": (f.native_bf16, "native bf16 (AVX512_BF16 / AMX)",
+        "linear_bf16": (f.native_bf16,
+                        "native bf16 (AVX512_BF16 / AMX-BF16): prepacked bf16 weights, no cast per call",
                         "no native bf16: bf16 is emulated there"),
-        "attention_bf16": (f.native_bf16, "native bf16: bf16 GEMMs + float32 softmax beat SDPA",
+        "attention_bf16": (f.native_bf16, "native bf16: bf16 GEMMs + float32 softmax measured faster than SDPA",
                            "no native bf16: SDPA's float32 compute is faster than emulated bf16 GEMMs"),
         "attention_fp16": (f.native_fp16, "native fp16 (AVX512_FP16 / AMX-FP16)",
                            "no native fp16: SDPA's float32 compute is faster than emulated fp16 GEMMs"),
