@@ -12,7 +12,7 @@ in bf16 autocast. The ratio column is zoo images/s divided by timm images/s (> 1
 
 Every table starts with the machine it was measured on (`zoo.env.machine_header`: CPU model and
 features, threads, versions, fast-path mode); `zoo env` prints the full description. Set
-`ZOO_FAST_PATHS=off` to measure zoo on PyTorch's kernels, `ZOO_CPU_ISA=avx2` to take the decisions
+`ZOO_FAST_PATHS=off` to measure zoo on PyTorch's kernels, `ZOO_MAX_CPU_ISA=avx2` to take the decisions
 zoo makes on an AVX2 CPU (the kernels PyTorch itself runs do not change).
 
 By default each (model, dtype, batch) cell runs in a fresh Python process (zoo and timm still

@@ -51,15 +51,38 @@ def offline(monkeypatch):
 
 
 @pytest.fixture
+def sdpa_calls(monkeypatch):
+    """A list that grows by one entry (the query dtype) per `F.scaled_dot_product_attention` call."""
+    import torch.nn.functional as F
+
+    calls, sdpa = [], F.scaled_dot_product_attention
+
+    def spy(q, *args, **kwargs):
+        calls.append(q.dtype)
+        return sdpa(q, *args, **kwargs)
+
+    monkeypatch.setattr(F, "scaled_dot_product_attention", spy)
+    return calls
+
+
+@pytest.fixture
 def cpu_isa(monkeypatch):
-    """`cpu_isa(level, mode="auto")`: re-detect the CPU for this test as if `ZOO_CPU_ISA=level` were set
-    (None: keep the environment's), with `ZOO_FAST_PATHS=mode`; returns the new `CpuFeatures`.
-    The cap only removes features, so the simulated machine never claims a kernel this one cannot run."""
+    """`cpu_isa(level, mode="auto")`: re-detect the CPU for this test as if `ZOO_MAX_CPU_ISA=level` were set
+    (None: as the test session started, i.e. this machine or CI's cap), with `ZOO_FAST_PATHS=mode`; returns
+    the new `CpuFeatures`. The cap only removes features, so the simulated machine never claims a kernel
+    this one cannot run."""
+    import os
+
     from zoo.layers import fast_paths
 
+    session_cap = os.environ.get("ZOO_MAX_CPU_ISA")
+
     def apply(level=None, mode="auto"):
-        if level is not None:
-            monkeypatch.setenv("ZOO_CPU_ISA", level)
+        level = level if level is not None else session_cap
+        if level is None:
+            monkeypatch.delenv("ZOO_MAX_CPU_ISA", raising=False)
+        else:
+            monkeypatch.setenv("ZOO_MAX_CPU_ISA", level)
         monkeypatch.setenv("ZOO_FAST_PATHS", mode)
         fast_paths._redetect()
         return fast_paths.cpu_features()

@@ -110,7 +110,7 @@ def test_capture_attention_records_weights_without_changing_output():
 @pytest.mark.kernels
 @pytest.mark.filterwarnings("ignore::zoo.layers.fast_paths.SlowPrecisionWarning")
 @pytest.mark.parametrize("mode", ["on", "off"])  # bf16 GEMMs + float32 softmax, and SDPA
-def test_bf16_attention_close_to_fp32(cpu_isa, mode):
+def test_bf16_attention_close_to_fp32(cpu_isa, sdpa_calls, mode):
     cpu_isa(mode=mode)
     attn = randomize_(Attention(64, num_heads=4, qkv_bias=True)).eval()
     x = torch.randn(2, 50, 64)
@@ -118,6 +118,7 @@ def test_bf16_attention_close_to_fp32(cpu_isa, mode):
         low = attn(x)
     assert low.dtype == torch.bfloat16
     assert max_diff(low, attn(x)) < 0.05
+    assert sdpa_calls == ([] if mode == "on" else [torch.bfloat16]) + [torch.float32]
 
 
 

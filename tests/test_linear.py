@@ -1,5 +1,7 @@
 """zoo.layers.Linear: the oneDNN fast path equals F.linear, runs only where fast_paths allows it, and
 steps aside whenever it must. Where this machine cannot run a kernel, the tests assert the fallback."""
+import warnings
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -42,6 +44,7 @@ def test_float32_inference_matches_f_linear_on_either_path(calls, cpu_isa, mode)
 
 
 @pytest.mark.kernels
+@pytest.mark.filterwarnings("ignore::zoo.layers.fast_paths.SlowPrecisionWarning")
 def test_float32_training_runs_forward_and_backward_on_onednn_where_enabled(calls, cpu_isa):
     features = cpu_isa(mode="on")  # oneDNN's float32 kernels run on any x86-64 CPU with oneDNN
     layer = randomize_(Linear(16, 4))
@@ -67,30 +70,64 @@ def test_float32_training_runs_forward_and_backward_on_onednn_where_enabled(call
         layer(x, activation="relu")
 
 
+def test_the_bf16_weight_cache_follows_changes(monkeypatch):
+    """The cache logic of the bf16 fast path, on any CPU: oneDNN's ops are replaced by F.linear-based
+    stand-ins and the path is switched on (the real kernels: the next test)."""
+    made, calls = [], []
+
+    def fake_op(x, weight, bias, attr, scalars, algorithm):
+        calls.append(attr)
+        out = F.linear(x, weight, bias)
+        return F.gelu(out) if attr == "gelu" else out
+
+    def fake_reorder(weight, _):
+        made.append(weight)
+        return weight.clone()
+
+    monkeypatch.setattr(linear_module, "_op", fake_op)
+    monkeypatch.setattr(linear_module, "_reorder", fake_reorder)
+    monkeypatch.setattr(linear_module, "use_fast_path", lambda name: name == "linear_bf16")
+    layer = randomize_(Linear(32, 64))
+    x = torch.randn(4, 32)
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", SlowPrecisionWarning)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = layer(x)
+            cached = next(iter(layer._cached_weights.values()))
+            assert out.dtype == torch.bfloat16 and cached[0].dtype == torch.bfloat16
+            layer(x, activation="gelu")
+            assert next(iter(layer._cached_weights.values())) is cached and len(made) == 1  # built once
+            layer.weight.mul_(-1)  # an optimizer step or load_state_dict changes the weight in place
+            out = layer(x)
+        assert len(made) == 2 and len(layer._cached_weights) == 1  # rebuilt, the old copy dropped
+        assert max_diff(out, F.linear(x, layer.weight, layer.bias)) < 0.02
+    assert calls == ["none", "gelu", "none"]
+    layer.to(torch.float64)
+    assert not layer._cached_weights
+    layer.float()
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16), warnings.catch_warnings():
+        warnings.simplefilter("ignore", SlowPrecisionWarning)
+        layer(x)
+    assert layer._cached_weights
+    layer.drop_cached_weights()
+    assert not layer._cached_weights
+
+
 @pytest.mark.kernels
-def test_autocast_uses_a_cached_bf16_weight_that_follows_changes(calls, cpu_isa):
+@pytest.mark.filterwarnings("ignore::zoo.layers.fast_paths.SlowPrecisionWarning")
+def test_bf16_autocast_on_onednn_where_it_can_run(calls, cpu_isa):
     features = cpu_isa(mode="on")  # the bf16 path wherever oneDNN can run bf16 here at all
     layer = randomize_(Linear(32, 64))
     x = torch.randn(4, 32)
     with torch.no_grad():
-        reference = F.linear(x, layer.weight, layer.bias)  # float32, outside autocast (whose own cast
-        with torch.autocast("cpu", dtype=torch.bfloat16):  # cache would not see the in-place edit)
-            out = layer(x)
-            assert out.dtype == torch.bfloat16 and max_diff(out, reference) < 0.02
-            if not features.onednn_bf16:  # the fallback: PyTorch's autocast F.linear, nothing cached
-                assert not layer._cached_weights and calls == []
-                return
-            cached = next(iter(layer._cached_weights.values()))
-            layer(x)
-            assert next(iter(layer._cached_weights.values())) is cached  # built once
-            layer.weight.mul_(-1)  # an optimizer step or load_state_dict changes the weight in place
-            out = layer(x)
-        assert max_diff(out, F.linear(x, layer.weight, layer.bias)) < 0.02
-    assert len(layer._cached_weights) == 1 and len(calls) == 3
-    layer.to(torch.float64)
-    assert not layer._cached_weights
-    layer.float()
-    layer.drop_cached_weights()
+        reference = F.linear(x, layer.weight, layer.bias)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = layer(x, activation="gelu")
+    assert out.dtype == torch.bfloat16 and max_diff(out, F.gelu(reference)) < 0.02
+    if features.onednn_bf16:
+        assert calls == ["gelu"] and len(layer._cached_weights) == 1
+    else:  # the fallback: PyTorch's autocast F.linear, nothing cached
+        assert calls == [] and not layer._cached_weights
 
 
 @pytest.mark.kernels

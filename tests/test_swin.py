@@ -342,7 +342,7 @@ def test_resize_relative_position_bias_table_checks_its_input():
 @pytest.mark.kernels
 @pytest.mark.filterwarnings("ignore::zoo.layers.fast_paths.SlowPrecisionWarning")
 @pytest.mark.parametrize("mode", ["on", "off"])  # the explicit bf16 window attention, and SDPA
-def test_bf16_autocast_close_to_fp32(cpu_isa, mode):
+def test_bf16_autocast_close_to_fp32(cpu_isa, sdpa_calls, mode):
     cpu_isa(mode=mode)
     model = randomize_(zoo.create("swin_t", depths=(1, 1, 2, 1))).eval()
     x = torch.randn(2, 3, 112, 144)
@@ -352,3 +352,5 @@ def test_bf16_autocast_close_to_fp32(cpu_isa, mode):
             low = model(x)
     assert low.dtype == torch.bfloat16
     assert max_diff(low, full) < 0.05 * full.abs().max()
+    blocks = 1 + 1 + 2 + 1
+    assert sdpa_calls == [torch.float32] * blocks + ([] if mode == "on" else [torch.bfloat16] * blocks)

@@ -77,9 +77,11 @@ def cmd_env(args: argparse.Namespace) -> int:
 
 def cmd_info(args: argparse.Namespace) -> int:
     if args.system:
+        if args.name is not None:
+            raise ValueError(f"give a model NAME or --system, not both (got {args.name!r} and --system)")
         return cmd_env(args)
     if args.name is None:
-        raise ValueError("zoo info needs a model NAME (zoo list shows them), or --system for this machine")
+        raise ValueError("give a model NAME (zoo list shows them), or --system for this machine")
     variant = model_info(args.name)
     cost = variant_cost(variant.name)
     family = REGISTRY.families[variant.family]
@@ -278,7 +280,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("env", help="this machine: CPU features, threads, versions, which kernels each layer uses",
                        description="Show the CPU model and features (AVX2, AVX-512, native bf16, AMX), threads, "
                                    "torch / timm versions, and which path each layer kind takes here and why "
-                                   "(ZOO_FAST_PATHS, ZOO_CPU_ISA). Paste it into bug reports and benchmark tables.")
+                                   "(ZOO_FAST_PATHS, ZOO_MAX_CPU_ISA). Paste it into bug reports and benchmark tables.")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_env)
 

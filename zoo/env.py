@@ -31,7 +31,7 @@ def _onednn_version() -> Optional[str]:
 def system_info() -> Dict[str, Any]:
     """Everything `zoo env` shows, as plain data (JSON-serialisable).
 
-    Keys: "cpu" (model, architecture, ISA level, features, ZOO_CPU_ISA cap), "threads" (intra-op,
+    Keys: "cpu" (model, architecture, ISA level, features, ZOO_MAX_CPU_ISA cap), "threads" (intra-op,
     inter-op), "versions" (python, zoo, torch, timm, transformers, oneDNN), "torch_cpu_capability"
     (the kernels ATen dispatches to), "cuda" (device names, or []), "fast_paths" (mode and one entry
     per fast path: layers, dtype, enabled, the kernel that runs, why), "slow_precisions" (autocast
@@ -68,7 +68,7 @@ def format_system_info(info: Dict[str, Any]) -> str:
     cpu, feats, v = info["cpu"], info["cpu"]["features"], info["versions"]
     lines = [
         f"CPU          {cpu['model']}; {cpu['architecture']}, level {cpu['level']}"
-        + (f", capped by ZOO_CPU_ISA={cpu['isa_cap']}" if cpu["isa_cap"] else ""),
+        + (f", capped by ZOO_MAX_CPU_ISA={cpu['isa_cap']}" if cpu["isa_cap"] else ""),
         f"  AVX2 {_yes(feats['avx2'])}, AVX-512 {_yes(feats['avx512'])}, native bf16 {_yes(feats['native_bf16'])}, "
         f"native fp16 {_yes(feats['native_fp16'])}, AMX {_yes(feats['amx'])}; oneDNN linear "
         f"{_yes(feats['onednn'])}, oneDNN bf16 {_yes(feats['onednn_bf16'])}",
@@ -76,7 +76,8 @@ def format_system_info(info: Dict[str, Any]) -> str:
         f"threads      {info['threads']['intra_op']} (inter-op {info['threads']['inter_op']})",
         f"versions     python {v['python']}, zoo {v['zoo']}, torch {v['torch']}, timm {v['timm']}, "
         f"transformers {v['transformers'] or '(not installed)'}, oneDNN {v['onednn'] or '?'}",
-        f"torch CPU    kernels dispatched for {info['torch_cpu_capability']}",
+        f"torch CPU    kernels dispatched for {info['torch_cpu_capability']}"
+        + (" (ZOO_MAX_CPU_ISA caps zoo's choices only; ATEN_CPU_CAPABILITY caps PyTorch's)" if cpu["isa_cap"] else ""),
         f"CUDA         {', '.join(info['cuda']) if info['cuda'] else 'none'}",
         "",
         f"fast paths   mode {info['fast_paths']['mode']} (ZOO_FAST_PATHS=auto|on|off, zoo.set_fast_paths)",
@@ -85,8 +86,9 @@ def format_system_info(info: Dict[str, Any]) -> str:
         lines.append(f"  {p['layers']}, {p['dtype']}: {p['path']}")
         lines.append(f"      {'fast path' if p['enabled'] else 'PyTorch'}: {p['reason']}")
     if info["slow_precisions"]:
-        lines += ["", f"note         {' and '.join(info['slow_precisions'])} autocast is emulated on this CPU "
-                      f"(several times slower than float32; zoo warns once when it is used)"]
+        slow = info["slow_precisions"]
+        lines += ["", f"note         {' and '.join(slow)} {'is' if len(slow) == 1 else 'are'} emulated on this CPU "
+                      f"(several times slower than float32; zoo warns once when used)"]
     return "\n".join(lines)
 
 
@@ -99,7 +101,9 @@ def machine_header(info: Optional[Dict[str, Any]] = None) -> str:
                             ("AMX", "amx")) if feats[k]]
     gpu = f"; GPU {', '.join(info['cuda'])}" if info["cuda"] else ""
     threads = info["threads"]["intra_op"]
-    return (f"{cpu['model']}; {cpu['architecture']} with {', '.join(names) or 'no AVX2'}"
-            + ("" if feats["native_bf16"] else ", no native bf16") + f"; {threads} thread{'s' * (threads != 1)}"
+    isa = cpu["architecture"]
+    if isa == "x86_64":
+        isa += f" with {', '.join(names) or 'no AVX2'}" + ("" if feats["native_bf16"] else ", no native bf16")
+    return (f"{cpu['model']}; {isa}; {threads} thread{'s' * (threads != 1)}"
             + f"{gpu}; torch {v['torch']}, timm {v['timm']}, zoo {v['zoo']}; fast paths {info['fast_paths']['mode']}"
-            + (f"; ZOO_CPU_ISA={cpu['isa_cap']}" if cpu["isa_cap"] else ""))
+            + (f"; ZOO_MAX_CPU_ISA={cpu['isa_cap']}" if cpu["isa_cap"] else ""))

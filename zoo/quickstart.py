@@ -9,8 +9,8 @@ and print the three test accuracies side by side, with the time it took and the 
 lands in one folder: the MAE run (reconstruction and loss figures, checkpoints, the encoder as a ViT),
 both probes, summary.json.
 
-Sized so that the whole job takes about 4 minutes on 2 cores of an AVX2 CPU without native bf16
-(the slowest kind of machine this project is tested on), and so that the probe of the pretrained
+Sized so that the whole job takes about 5 minutes on 2 cores of an AVX2 CPU without native bf16
+(the slowest kind of machine this project is tested on; 1.8 minutes with AVX-512), and so that the probe of the pretrained
 encoder clears 97%: the width-96 encoder with more, smaller steps learns better digit features per
 second than the width-192 one (docs/mae.md has the measurements).
 """
@@ -40,7 +40,7 @@ class QuickstartConfig:
     batch_size: int = setting(64, "MAE batch size")
     lr: float = setting(1.5e-3, "MAE learning rate (AdamW)")
     mask_ratio: float = setting(0.75, "MAE masking ratio")
-    probe_iterations: Optional[int] = setting(None, "linear-probe optimizer steps (default: the probe's own)")
+    probe_iterations: Optional[int] = setting(None, "linear-probe optimizer steps (none given: the probe's own default)")
     precision: str = setting("fp32", "fp32 or bf16 for pretraining and feature extraction", choices=("fp32", "bf16"))
     seed: int = setting(0, "random seed")
     device: str = setting("auto", "auto, cpu, cuda or cuda:N")

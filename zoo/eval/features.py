@@ -111,7 +111,8 @@ def extract_features(model: nn.Module, dataset: Dataset, labels: torch.Tensor, b
     if progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=len(dataset), desc=desc, unit="img", dynamic_ncols=True)
+        bar = tqdm(total=len(dataset), desc=desc, unit="img", dynamic_ncols=True,
+                   disable=None)  # None: no bar when the output is not a terminal
     for images in loader:
         images = images[0] if isinstance(images, (list, tuple)) else images
         with ctx():

@@ -178,7 +178,8 @@ def train_heads(inputs: Sequence[torch.Tensor], labels: torch.Tensor, lrs: Seque
     if progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=iterations, desc=f"training {len(inputs) * len(lrs)} heads", dynamic_ncols=True)
+        bar = tqdm(total=iterations, desc=f"training {len(inputs) * len(lrs)} heads", dynamic_ncols=True,
+                   disable=None)  # None: no bar when the output is not a terminal
     for step, idx in enumerate(_batches(labels.shape[0], batch_size, iterations, order_gen)):
         scale = 0.5 * (1 + math.cos(math.pi * step / iterations))  # cosine to 0, no warmup
         onehot = F.one_hot(labels[idx], num_classes).to(torch.float32).unsqueeze(1)  # (B, 1, C)

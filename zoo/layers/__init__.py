@@ -2,7 +2,8 @@
 from .attention import Attention, capture_attention
 from .block import Block
 from .drop_path import DropPath, drop_path
-from .fast_paths import SlowPrecisionWarning, cpu_features, fast_path_report, set_fast_paths
+from .fast_paths import (
+    CpuFeatures, PathChoice, SlowPrecisionWarning, cpu_features, fast_path_mode, fast_path_report, set_fast_paths)
 from .helpers import to_2tuple
 from .layer_scale import LayerScale
 from .linear import Linear
@@ -17,9 +18,10 @@ from .window_attention import (
     window_reverse)
 
 __all__ = [
-    "Attention", "Block", "DropPath", "LayerNorm", "LayerScale", "Linear", "Mlp", "PatchEmbed", "PatchMerging",
-    "SlowPrecisionWarning", "SwiGLU", "WindowAttention", "WindowGeometry", "capture_attention", "cpu_features",
-    "drop_path", "fast_path_report", "random_masking", "set_fast_paths",
+    "Attention", "Block", "CpuFeatures", "DropPath", "LayerNorm", "LayerScale", "Linear", "Mlp", "PatchEmbed",
+    "PatchMerging", "PathChoice", "SlowPrecisionWarning", "SwiGLU", "WindowAttention", "WindowGeometry",
+    "capture_attention", "cpu_features", "drop_path", "fast_path_mode", "fast_path_report", "random_masking",
+    "set_fast_paths",
     "resample_pos_embed", "resize_relative_position_bias_table", "sincos_1d", "sincos_2d_pos_embed",
     "swiglu_hidden_features", "to_2tuple", "window_geometry", "window_partition", "window_reverse",
 ]

@@ -1,33 +1,26 @@
-"""Which CPU kernels the shared layers use on this machine, chosen by what the CPU can do, and the one
+"""Which CPU kernels the shared layers use on this machine, chosen by what the CPU has, and the one
 switch that overrides the choice.
 
-zoo has three CPU fast paths. Each was measured faster than PyTorch's own kernel only on some CPUs,
-so each runs only where this machine has what made it pay:
+Four fast paths, each faster than PyTorch's own kernel only on some CPUs, so each runs only there:
 
-- `linear_fp32`: oneDNN's `_linear_pointwise` for float32 `Linear`, inference and training (with a
-  oneDNN backward), instead of `F.linear` (MKL's sgemm). Runs where the CPU has AVX-512.
-- `linear_bf16`: oneDNN with a cached, prepacked bf16 weight under CPU bf16 autocast (inference),
-  instead of `F.linear` under autocast. Runs where the CPU has native bf16 (AVX512_BF16 or AMX-BF16).
-- `attention_bf16` / `attention_fp16`: low-precision GEMMs with a float32 softmax (in chunks during
-  inference) instead of `F.scaled_dot_product_attention`. Runs where the CPU has native bf16 / native
-  fp16 (AVX512_FP16 or AMX-FP16).
+- `linear_fp32`: float32 `Linear` on oneDNN's `_linear_pointwise` (GELU fused; a oneDNN backward in
+  training) instead of `F.linear`. Where the CPU has AVX-512.
+- `linear_bf16`: bf16 `Linear` inference on oneDNN with a cached, prepacked bf16 weight instead of
+  `F.linear`. Where the CPU has native bf16 (AVX512_BF16 or AMX-BF16).
+- `attention_bf16` / `attention_fp16`: attention as two low-precision GEMMs and a float32 softmax
+  instead of `F.scaled_dot_product_attention`. Where the CPU has native bf16 / fp16 (AVX512_FP16 or
+  AMX-FP16).
 
-Why these rules, with the measurements behind them: docs/benchmarks.md ("Which kernels run where").
-In short, oneDNN's float32 GEMM beat MKL's where AVX-512 was present and tied it on an AVX2 CPU,
-and a CPU without native bf16 emulates bf16 several times slower than float32. Everywhere else
-(other architectures, CUDA, float64) the layers take PyTorch's own path.
+Everywhere else (other architectures, CUDA, float64) the layers take PyTorch's kernels. The
+measurements behind the rules: docs/benchmarks.md, "Which kernels run where".
 
-The switch, one for all three (like timm's `TIMM_FUSED_ATTN` / `set_fused_attn`):
-
-- `ZOO_FAST_PATHS=auto|on|off` in the environment, read once; `set_fast_paths("auto"|"on"|"off")`
-  from Python (`True` / `False` / `None` also accepted). "on" takes every fast path this machine can
-  run at all, whether it pays or not; "off" always takes PyTorch's paths; "auto" (the default)
-  decides by the list above.
-- `ZOO_CPU_ISA=generic|avx2|avx512|avx512_bf16|amx` caps what detection reports, as if the CPU had
-  nothing beyond that level (`avx2`: no AVX-512, no native bf16; `generic`: not an x86 CPU at all).
-  Tests and CI use it to take the other machines' decisions on any machine.
-
-`fast_path_report()` says which path each layer kind takes and why (`zoo env` prints it).
+- `ZOO_FAST_PATHS=auto|on|off` (read once) or `set_fast_paths("auto" | "on" | "off")`: "auto" decides
+  by the rules above, "on" takes every fast path this machine can run at all, "off" none (one switch,
+  as timm's `TIMM_FUSED_ATTN` / `set_fused_attn`).
+- `ZOO_MAX_CPU_ISA=generic|avx2|avx512|avx512_bf16|amx` caps what detection reports, so any machine
+  takes the decisions of a lesser CPU (`avx2`: no AVX-512, no native bf16; `generic`: not x86).
+- `fast_path_report()` says what runs and why (`zoo env` prints it); bf16 / fp16 on a CPU that
+  emulates them warns once (`SlowPrecisionWarning`).
 """
 from __future__ import annotations
 
@@ -36,7 +29,7 @@ import platform
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Mapping, Optional, Tuple, Union
+from typing import Callable, Dict, List, Mapping, Optional, Tuple, Union
 
 import torch
 
@@ -51,7 +44,7 @@ class SlowPrecisionWarning(UserWarning):
 
 @dataclass(frozen=True)
 class CpuFeatures:
-    """What this CPU (and this PyTorch build) offers the fast paths, after the `ZOO_CPU_ISA` cap."""
+    """What this CPU (and this PyTorch build) offers the fast paths, after the `ZOO_MAX_CPU_ISA` cap."""
 
     architecture: str  # 'x86_64', 'aarch64', ...
     model: str  # the CPU's model name
@@ -62,7 +55,7 @@ class CpuFeatures:
     amx: bool  # AMX tiles (Intel Sapphire Rapids and later)
     onednn: bool  # this build has oneDNN and its linear op, on an x86-64 CPU
     onednn_bf16: bool  # oneDNN can run bf16 kernels here (natively or emulated on AVX-512)
-    isa_cap: Optional[str] = None  # ZOO_CPU_ISA, when set
+    isa_cap: Optional[str] = None  # ZOO_MAX_CPU_ISA, when set
     flags: Tuple[str, ...] = field(default=(), compare=False)  # the SIMD features found, before the cap
 
     @property
@@ -129,15 +122,25 @@ def _raw_capabilities() -> Tuple[Dict[str, bool], str]:
     return caps, name
 
 
-def _onednn_ops() -> Tuple[bool, bool]:
-    """(oneDNN's linear op exists in this build, oneDNN runs bf16 kernels on this CPU)."""
+def onednn_linear_ops() -> Tuple[Optional[Callable], Optional[Callable]]:
+    """(oneDNN's linear op, its weight-prepacking op) where this PyTorch build has them, else (None, None).
+    They are private PyTorch ops (`torch.ops.mkldnn`); whether they run is `use_fast_path`'s decision."""
     if not torch.backends.mkldnn.is_available():
+        return None, None
+    try:
+        return torch.ops.mkldnn._linear_pointwise, torch.ops.mkldnn._reorder_linear_weight
+    except (AttributeError, RuntimeError):
+        return None, None
+
+
+def _onednn_support() -> Tuple[bool, bool]:
+    """(oneDNN's linear op exists in this build, oneDNN runs bf16 kernels on this CPU)."""
+    if onednn_linear_ops()[0] is None:
         return False, False
     try:
-        torch.ops.mkldnn._linear_pointwise, torch.ops.mkldnn._reorder_linear_weight  # noqa: B018
         return True, bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
     except (AttributeError, RuntimeError):
-        return False, False
+        return True, False
 
 
 def detect_cpu_features(
@@ -148,13 +151,16 @@ def detect_cpu_features(
     onednn_bf16: bool = False,
     isa_cap: Optional[str] = None,
 ) -> CpuFeatures:
-    """Fold raw CPU capabilities (`torch.cpu.get_capabilities()`'s keys) into `CpuFeatures`.
+    """Fold raw CPU capabilities into `CpuFeatures`. Pure: tests pass made-up machines.
 
-    `isa_cap`, one of `ISA_LEVELS`, removes every feature above that level. Raises ValueError for
-    an unknown cap. Pure: tests pass made-up capabilities to take other machines' decisions.
+    `capabilities`: feature name -> present, named as `torch.cpu.get_capabilities()` names them
+    (`avx2`, `avx512_f`, `avx512_bf16`, `amx_bf16`, ...). `architecture`: `platform.machine()`.
+    `onednn`: this PyTorch build has oneDNN's linear op; `onednn_bf16`: oneDNN runs bf16 kernels on
+    this CPU (`torch.ops.mkldnn._is_mkldnn_bf16_supported()`). `isa_cap`, one of `ISA_LEVELS`, removes
+    every feature above that level (`ZOO_MAX_CPU_ISA`). Raises ValueError for an unknown cap.
     """
     if isa_cap is not None and isa_cap not in ISA_LEVELS:
-        raise ValueError(f"ZOO_CPU_ISA={isa_cap!r} is not a known level; use one of {', '.join(ISA_LEVELS)} "
+        raise ValueError(f"ZOO_MAX_CPU_ISA={isa_cap!r} is not a known level; use one of {', '.join(ISA_LEVELS)} "
                          f"(or unset it to use what the CPU reports)")
     arch = _normalise_architecture(architecture)
     has = lambda name: bool(capabilities.get(name, False))  # noqa: E731
@@ -171,7 +177,7 @@ def detect_cpu_features(
         avx2 = avx2 and rank >= 1
         avx512 = avx512 and rank >= 2
         onednn = onednn and rank >= 1
-        onednn_bf16 = onednn_bf16 and rank >= 2  # oneDNN's bf16 kernels need at least AVX-512
+        onednn_bf16 = onednn_bf16 and rank >= 2  # as on the AVX2 Zen 3, where oneDNN reports no bf16
         bf16 = bf16 and rank >= 3
         fp16 = fp16 and rank >= 4
         amx = amx and rank >= 4
@@ -183,8 +189,8 @@ def detect_cpu_features(
 
 def _features_from_machine() -> CpuFeatures:
     caps, name = _raw_capabilities()
-    onednn, onednn_bf16 = _onednn_ops()
-    cap = os.environ.get("ZOO_CPU_ISA", "").strip().lower() or None
+    onednn, onednn_bf16 = _onednn_support()
+    cap = os.environ.get("ZOO_MAX_CPU_ISA", "").strip().lower() or None
     return detect_cpu_features(caps, platform.machine(), name, onednn, onednn_bf16, cap)
 
 
@@ -201,54 +207,60 @@ class PathChoice:
     path: str = ""  # what runs: the fast path's kernel, or PyTorch's
 
 
-# name -> (layers, when, fast kernel, PyTorch's kernel)
-_DESCRIPTIONS = {
-    "linear_fp32": ("Linear, Mlp", "float32 (inference and training)",
-                    "oneDNN _linear_pointwise, GELU fused; oneDNN backward", "F.linear (MKL / BLAS)"),
-    "linear_bf16": ("Linear, Mlp", "bf16 autocast, inference",
-                    "oneDNN with a cached prepacked bf16 weight", "F.linear under autocast"),
-    "attention_bf16": ("Attention, WindowAttention", "bf16",
-                       "bf16 GEMMs + float32 softmax (chunked in inference)", "F.scaled_dot_product_attention"),
-    "attention_fp16": ("Attention, WindowAttention", "fp16",
-                       "fp16 GEMMs + float32 softmax (chunked in inference)", "F.scaled_dot_product_attention"),
+@dataclass(frozen=True)
+class _Rule:
+    layers: str  # the layer kinds it concerns
+    dtype: str  # when it applies
+    fast: str  # the fast path's kernel
+    plain: str  # PyTorch's kernel
+    can_run: str  # the CpuFeatures field without which the kernel cannot run at all ("" = always can)
+    cannot: str  # what is missing then
+    pays: str  # the CpuFeatures field that makes it pay
+    why_yes: str
+    why_no: str
+
+
+_SDPA = "F.scaled_dot_product_attention"
+_RULES = {
+    "linear_fp32": _Rule(
+        "Linear, Mlp", "float32 (inference and training)", "oneDNN _linear_pointwise, GELU fused; oneDNN backward",
+        "F.linear (MKL / BLAS)", "onednn", "needs oneDNN's linear op on an x86-64 CPU",
+        "avx512", "AVX-512: oneDNN's float32 GEMM measured faster than MKL's (on AMD EPYCs)",
+        "no AVX-512: oneDNN's float32 GEMM is no faster than PyTorch's there"),
+    "linear_bf16": _Rule(
+        "Linear, Mlp", "bf16 (autocast or bf16 weights), inference", "oneDNN with a cached prepacked bf16 weight",
+        "F.linear", "onednn_bf16", "needs oneDNN's bf16 kernels (torch.ops.mkldnn._is_mkldnn_bf16_supported())",
+        "native_bf16", "native bf16 (AVX512_BF16 / AMX-BF16): prepacked bf16 weights, no cast per call",
+        "no native bf16: bf16 is emulated there"),
+    "attention_bf16": _Rule(
+        "Attention, WindowAttention", "bf16", "bf16 GEMMs + float32 softmax (chunked in inference)", _SDPA,
+        "", "", "native_bf16", "native bf16: bf16 GEMMs + float32 softmax measured faster than SDPA",
+        "no native bf16: SDPA's float32 compute is faster than emulated bf16 GEMMs"),
+    "attention_fp16": _Rule(
+        "Attention, WindowAttention", "fp16", "fp16 GEMMs + float32 softmax (chunked in inference)", _SDPA,
+        "", "", "native_fp16", "native fp16 (AVX512_FP16 / AMX-FP16)",
+        "no native fp16: SDPA's float32 compute is faster than emulated fp16 GEMMs"),
 }
 
 
 def _choose(features: CpuFeatures, mode: str) -> Dict[str, PathChoice]:
+    """The decision for every fast path on a machine with `features`, in `mode` ("auto", "on", "off")."""
     f = features
-    where = f"{f.model or 'this CPU'}" + (f" (capped at {f.isa_cap} by ZOO_CPU_ISA)" if f.isa_cap else "")
-    can_run = {
-        "linear_fp32": (f.onednn, "needs oneDNN's linear op on an x86-64 CPU"),
-        "linear_bf16": (f.onednn_bf16, "needs oneDNN's bf16 kernels (an x86-64 CPU with at least AVX-512)"),
-        "attention_bf16": (True, ""),
-        "attention_fp16": (True, ""),
-    }
-    pays = {
-        "linear_fp32": (f.avx512, "AVX-512: oneDNN's float32 GEMM measured faster than MKL's there",
-                        "no AVX-512: oneDNN's float32 GEMM is no faster than PyTorch's there"),
-        "linear_bf16": (f.native_bf16,
-                        "native bf16 (AVX512_BF16 / AMX-BF16): prepacked bf16 weights, no cast per call",
-                        "no native bf16: bf16 is emulated there"),
-        "attention_bf16": (f.native_bf16, "native bf16: bf16 GEMMs + float32 softmax measured faster than SDPA",
-                           "no native bf16: SDPA's float32 compute is faster than emulated bf16 GEMMs"),
-        "attention_fp16": (f.native_fp16, "native fp16 (AVX512_FP16 / AMX-FP16)",
-                           "no native fp16: SDPA's float32 compute is faster than emulated fp16 GEMMs"),
-    }
+    where = f"{f.model or 'this CPU'}" + (f" (capped at {f.isa_cap} by ZOO_MAX_CPU_ISA)" if f.isa_cap else "")
     choices = {}
     for name in FAST_PATHS:
-        runs, cannot = can_run[name]
-        good, why_yes, why_no = pays[name]
-        if not runs:
-            enabled, reason = False, f"{cannot}; {where} lacks it"
+        rule = _RULES[name]
+        good = getattr(f, rule.pays)
+        if rule.can_run and not getattr(f, rule.can_run):
+            enabled, reason = False, f"{rule.cannot}; {where} lacks it"
         elif mode == "off":
             enabled, reason = False, "fast paths switched off (ZOO_FAST_PATHS / set_fast_paths)"
         elif mode == "on":
-            enabled = True
-            reason = "fast paths forced on (ZOO_FAST_PATHS / set_fast_paths)" + ("" if good else f", although {why_no}")
+            enabled, reason = True, "fast paths forced on (ZOO_FAST_PATHS / set_fast_paths)"
+            reason += "" if good else f", although {rule.why_no}"
         else:
-            enabled, reason = good, why_yes if good else why_no
-        layers, when, fast, plain = _DESCRIPTIONS[name]
-        choices[name] = PathChoice(name, enabled, reason, layers, when, fast if enabled else plain)
+            enabled, reason = good, rule.why_yes if good else rule.why_no
+        choices[name] = PathChoice(name, enabled, reason, rule.layers, rule.dtype, rule.fast if enabled else rule.plain)
     return choices
 
 
@@ -259,7 +271,8 @@ def _parse_mode(mode: Union[str, bool, None], source: str) -> str:
     value = {"1": "on", "true": "on", "yes": "on", "0": "off", "false": "off", "no": "off", "": "auto"}.get(
         value, value)
     if value not in MODES:
-        raise ValueError(f"{source}={mode!r}: use one of {', '.join(MODES)} (or True / False / None)")
+        python = "" if source.startswith("ZOO_") else " (or True / False / None)"
+        raise ValueError(f"{source}={mode!r}: use one of {', '.join(MODES)}{python}")
     return value
 
 
@@ -274,9 +287,9 @@ class _State:
 
 
 def cpu_features() -> CpuFeatures:
-    """This machine's `CpuFeatures` (after `ZOO_CPU_ISA`), detected once and cached.
+    """This machine's `CpuFeatures` (after `ZOO_MAX_CPU_ISA`), detected once and cached.
 
-    Raises ValueError when `ZOO_CPU_ISA` holds an unknown level.
+    Raises ValueError when `ZOO_MAX_CPU_ISA` holds an unknown level.
     """
     if _State.features is None:
         _State.features = _features_from_machine()
@@ -309,12 +322,19 @@ def fast_path_mode() -> str:
 
 
 def use_fast_path(name: str) -> bool:
-    """Whether the fast path `name` (one of `FAST_PATHS`) runs now. Cheap: called on every forward."""
+    """Whether the fast path `name` (one of `FAST_PATHS`) runs now. Cheap: called on every forward.
+
+    Raises ValueError for an unknown name, and (on every call until fixed) for an unknown
+    `ZOO_FAST_PATHS` or `ZOO_MAX_CPU_ISA` value.
+    """
     enabled = _State.enabled
     if not enabled:
         _refresh()
         enabled = _State.enabled
-    return enabled[name]
+    try:
+        return enabled[name]
+    except KeyError:
+        raise ValueError(f"unknown fast path {name!r}; one of {', '.join(FAST_PATHS)}") from None
 
 
 def fast_path_report() -> List[PathChoice]:
@@ -325,15 +345,15 @@ def fast_path_report() -> List[PathChoice]:
 
 
 def _redetect() -> None:
-    """Forget the detected features and mode (tests change ZOO_CPU_ISA / ZOO_FAST_PATHS, then call this)."""
+    """Forget the detected features and mode (tests change ZOO_MAX_CPU_ISA / ZOO_FAST_PATHS, then call this)."""
     _State.features, _State.mode, _State.enabled, _State.choices = None, None, {}, {}
     _State.warned = set()
 
 
 def warn_if_emulated(dtype: torch.dtype) -> None:
-    """Warn once per process and dtype when CPU autocast to `dtype` (bf16 / fp16) has no hardware support
-    here: it is emulated, several times slower than float32 (an AVX2 Zen 3: ViT-B 0.45 img/s in bf16
-    against 2.9 in float32)."""
+    """Warn once per process and dtype (`SlowPrecisionWarning`) when CPU compute in `dtype` (bf16 /
+    fp16, by autocast or by casting the model) has no hardware support here: it is emulated, several
+    times slower than float32. Other dtypes return at once."""
     if dtype in _State.warned or dtype not in (torch.bfloat16, torch.float16):
         return
     f = cpu_features()
@@ -343,7 +363,7 @@ def warn_if_emulated(dtype: torch.dtype) -> None:
         name = "bf16" if dtype == torch.bfloat16 else "fp16"
         hw = "AVX512_BF16 or AMX-BF16" if dtype == torch.bfloat16 else "AVX512_FP16 or AMX-FP16"
         warnings.warn(
-            f"{name} autocast on {f.model or 'this CPU'}, which has no native {name} ({hw}"
-            + (f"; capped by ZOO_CPU_ISA={f.isa_cap}" if f.isa_cap else "")
-            + f"): {name} is emulated there and runs several times slower than float32. "
-            f"Use float32 (--precision fp32) on this machine.", SlowPrecisionWarning, stacklevel=3)
+            f"{name} on {f.model or 'this CPU'}, which has no native {name} ({hw}"
+            + (f"; capped by ZOO_MAX_CPU_ISA={f.isa_cap}" if f.isa_cap else "")
+            + f"): {name} is emulated there and runs several times slower than float32. Use float32 on "
+            f"this machine (no autocast; --precision fp32 in zoo's commands).", SlowPrecisionWarning, stacklevel=2)

@@ -17,7 +17,7 @@ Under CPU bf16 autocast, `F.linear` casts the float32 weight to bfloat16 on ever
 fast path `Linear` instead keeps one bfloat16 copy, prepacked in oneDNN's blocked layout, made on
 first use and remade whenever the weight changes (optimizer step, load_state_dict, .to()). It costs
 memory: half the size of the float32 weight, for as long as the module lives (`drop_cached_weights()`).
-Low-precision autocast on a CPU without hardware support for it warns once (`SlowPrecisionWarning`).
+bf16 / fp16 on a CPU without hardware support for it warns once (`SlowPrecisionWarning`).
 """
 from __future__ import annotations
 
@@ -27,21 +27,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .fast_paths import use_fast_path, warn_if_emulated
+from .fast_paths import onednn_linear_ops, use_fast_path, warn_if_emulated
 
 _ACTIVATIONS = (None, "gelu")
+_LOW_PRECISION = (torch.bfloat16, torch.float16)
 
-
-def _find_ops():
-    """oneDNN's linear and weight-prepacking ops, where this build has them (whether they run is
-    `fast_paths`' decision: `linear_fp32` / `linear_bf16`)."""
-    try:
-        return torch.ops.mkldnn._linear_pointwise, torch.ops.mkldnn._reorder_linear_weight
-    except (AttributeError, RuntimeError):
-        return None, None
-
-
-_op, _reorder = _find_ops()
+_op, _reorder = onednn_linear_ops()  # None where this build lacks them
 _ATTRS = {None: ("none", [], ""), "gelu": ("gelu", [], "none")}  # oneDNN post-op: exact (erf) GELU
 
 
@@ -133,10 +124,12 @@ class Linear(nn.Linear):
         self._cached_weights: Dict[Tuple, Tuple[torch.Tensor, Optional[torch.Tensor]]] = {}
 
     def forward(self, x: torch.Tensor, activation: Optional[str] = None) -> torch.Tensor:
-        if torch.is_autocast_enabled("cpu") and x.device.type == "cpu":
-            dtype = torch.get_autocast_dtype("cpu")
-            warn_if_emulated(dtype)
-            if (self.weight.dtype == torch.float32 and not self.weight.is_inference()
+        if x.device.type == "cpu":
+            autocast = torch.is_autocast_enabled("cpu")
+            dtype = torch.get_autocast_dtype("cpu") if autocast else x.dtype
+            if dtype in _LOW_PRECISION:
+                warn_if_emulated(dtype)  # once per process, where this CPU emulates the dtype
+            if (autocast and self.weight.dtype == torch.float32 and not self.weight.is_inference()
                     and activation in _ACTIVATIONS and _use_onednn(x, self.weight, self.bias)):
                 weight, bias = self._low_precision_weights(dtype)
                 return _op(x.to(dtype), weight, bias, *_ATTRS[activation])

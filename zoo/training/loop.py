@@ -272,7 +272,8 @@ class Trainer:
         if cfg.progress and self.dist.is_main:
             from tqdm.auto import tqdm
 
-            bar = tqdm(total=n_batches, desc=f"epoch {epoch + 1}/{cfg.epochs}", dynamic_ncols=True, leave=True)
+            bar = tqdm(total=n_batches, desc=f"epoch {epoch + 1}/{cfg.epochs}", dynamic_ncols=True, leave=True,
+                       disable=None)  # None: no bar when the output is not a terminal (logs, CI)
         epoch_loss, epoch_images, window_loss, window_n, window_images = 0.0, 0, 0.0, 0, 0
         extra_sums: Dict[str, float] = {}
         window_start = epoch_start = time.perf_counter()
