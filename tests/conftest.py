@@ -90,3 +90,10 @@ def cpu_isa(monkeypatch):
     yield apply
     monkeypatch.undo()
     fast_paths._redetect()
+
+
+def builtin_family(name: str):
+    """The built-in `Family` record (builder and checkpoint hooks) of `name`, for a test's own Registry."""
+    from zoo.models import FAMILIES
+
+    return next(f for f in FAMILIES if f.name == name)

@@ -18,9 +18,13 @@ from timm.models.swin_transformer import checkpoint_filter_fn as swin_checkpoint
 from timm.models.vision_transformer import checkpoint_filter_fn
 
 import zoo
-from conftest import max_diff, randomize_
+from conftest import builtin_family, max_diff, randomize_
 from hub_cache import add_folder_to_cache
-from zoo import convert, hub
+from zoo import factory
+from zoo.models.swin_checkpoints import from_swin_release
+from zoo.specs import ConversionError
+from zoo.weights import RepoConfigError
+from zoo.weights.research import unwrap_checkpoint
 from zoo.cli import main
 from zoo.models.vit import VisionTransformer
 from zoo.registry import Registry
@@ -111,7 +115,7 @@ def test_transformers_dinov2_classifier_is_dropped_and_the_backbone_loaded(tmp_p
 
 def test_transformers_deit_with_a_single_head_is_refused(tmp_path):
     transformers.DeiTForImageClassification(transformers.DeiTConfig(**SMALL, num_labels=3)).save_pretrained(tmp_path)
-    with pytest.raises(hub.RepoConfigError, match="DeiTForImageClassification reads only the class token"):
+    with pytest.raises(RepoConfigError, match="DeiTForImageClassification reads only the class token"):
         zoo.create(str(tmp_path))
 
 
@@ -147,8 +151,8 @@ variants:
       in1k: {hf_hub_id: google/vit-pico, format: transformers, num_classes: 5, license: apache-2.0}
 """)
     reg = Registry(builtin_files=[tmp_path / "reg.yaml"], plugins=False)
-    reg.register_family("vit", VisionTransformer)
-    ours = reg.create("vit_pico_patch8_32", pretrained=True, cache_dir=tmp_path / "cache").eval()
+    reg.add_family(builtin_family("vit"))
+    ours = zoo.create("vit_pico_patch8_32", pretrained=True, cache_dir=tmp_path / "cache", registry=reg).eval()
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
         assert max_diff(ours(x), hf(pixel_values=x).logits) < TOL
@@ -157,12 +161,12 @@ variants:
 
 def test_transformers_config_names_the_matching_variant():
     hf = transformers.ViTForImageClassification(transformers.ViTConfig(num_labels=3))  # ViT-B/16 at 224
-    converted = convert.from_transformers(hf.config.to_dict(), hf.state_dict())
-    assert converted.variant == "vit_base_patch16_224" and converted.args["norm_eps"] == 1e-12
+    converted, variant = factory.convert_transformers(hf.config.to_dict(), hf.state_dict())
+    assert variant.name == "vit_base_patch16_224" and converted.args["norm_eps"] == 1e-12
     with torch.device("meta"):
         hf = transformers.Dinov2Model(transformers.Dinov2Config(hidden_size=384, num_attention_heads=6,
                                                                 image_size=518, patch_size=14))
-    assert convert.from_transformers(hf.config.to_dict(), hf.state_dict()).variant == "vit_small_patch14_dinov2"
+    assert factory.convert_transformers(hf.config.to_dict(), hf.state_dict())[1].name == "vit_small_patch14_dinov2"
 
 
 # ------------------------------------------------------------------------------ research checkpoints
@@ -190,7 +194,7 @@ def test_mae_pretrain_checkpoint_with_decoder(tmp_path, capsys):
 def test_mae_finetuned_checkpoint_keeps_its_head(tmp_path):
     ref = randomize_(timm.create_model("vit_large_patch16_224", depth=1, global_pool="avg", num_classes=7)).eval()
     torch.save({"model": ref.state_dict()}, tmp_path / "mae_finetuned_vit_large.pth")
-    out = hub.convert_checkpoint(tmp_path / "mae_finetuned_vit_large.pth", "mae", tmp_path / "o")
+    out = factory.convert_release(tmp_path / "mae_finetuned_vit_large.pth", "mae", tmp_path / "o")
     ours = zoo.create(str(out)).eval()
     x = torch.randn(1, 3, 224, 224)
     with torch.no_grad():
@@ -201,10 +205,10 @@ def test_mae_finetuned_checkpoint_keeps_its_head(tmp_path):
 def test_a_checkpoint_of_an_unregistered_size_needs_model(tmp_path):
     ref = randomize_(timm.create_model("vit_tiny_patch16_224", depth=1, num_classes=0, img_size=64)).eval()
     torch.save({"model": ref.state_dict()}, tmp_path / "mae_tiny.pth")
-    with pytest.raises(hub.RepoConfigError, match="no registered variant with a 'mae' weight tag has embed_dim=192, "
+    with pytest.raises(RepoConfigError, match="no registered variant with a 'mae' weight tag has embed_dim=192, "
                                                   "patch_size=16; name the architecture with --model NAME"):
-        hub.convert_checkpoint(tmp_path / "mae_tiny.pth", "mae", tmp_path / "o")
-    ours = zoo.create(str(hub.convert_checkpoint(tmp_path / "mae_tiny.pth", "mae", tmp_path / "o",
+        factory.convert_release(tmp_path / "mae_tiny.pth", "mae", tmp_path / "o")
+    ours = zoo.create(str(factory.convert_release(tmp_path / "mae_tiny.pth", "mae", tmp_path / "o",
                                                  model="vit_tiny_patch16_224"))).eval()
     x = torch.randn(1, 3, 64, 64)
     with torch.no_grad():
@@ -248,10 +252,10 @@ def test_convert_unpickles_tensors_only(tmp_path, capsys):
 
 def test_unwrap_checkpoint():
     w = torch.zeros(1)
-    assert convert.unwrap_checkpoint({"model": {"module.a": w}}) == {"a": w}
-    assert convert.unwrap_checkpoint({"teacher": {"backbone.a": w, "dino_head.b": w}}) == {"a": w}
-    with pytest.raises(convert.ConversionError, match="non-tensor entries \\['epoch'\\]"):
-        convert.unwrap_checkpoint({"a": w, "epoch": 3})
+    assert unwrap_checkpoint({"model": {"module.a": w}}) == {"a": w}
+    assert unwrap_checkpoint({"teacher": {"backbone.a": w, "dino_head.b": w}}) == {"a": w}
+    with pytest.raises(ConversionError, match="non-tensor entries \\['epoch'\\]"):
+        unwrap_checkpoint({"a": w, "epoch": 3})
 
 
 # --------------------------------------------------------------------------------------------- Swin
@@ -270,7 +274,7 @@ def test_transformers_swin_maps_to_timm_keys(tmp_path):
     hf = randomize_hf_(transformers.SwinForImageClassification(config))
     hf.save_pretrained(tmp_path)
     state = safetensors.torch.load_file(tmp_path / "model.safetensors")
-    converted = convert.from_transformers(json.loads((tmp_path / "config.json").read_text()), state)
+    converted, _ = factory.convert_transformers(json.loads((tmp_path / "config.json").read_text()), state)
     assert converted.family == "swin"
     assert converted.args == dict(SWIN, in_chans=3, mlp_ratio=4.0, qkv_bias=True, num_classes=5)
     ref = timm_swin(num_classes=5)
@@ -289,7 +293,7 @@ def test_swin_release_maps_to_timm_keys():
                 .replace("head.fc.", "head."): v for k, v in src.state_dict().items()}
     original.update({k: v for k, v in src.named_buffers() if k.endswith(("relative_position_index", "attn_mask"))})
     assert "layers.0.downsample.reduction.weight" in original and "layers.0.blocks.1.attn_mask" in original  # 4 + 1
-    converted = convert.from_research("swin", {k: v.clone() for k, v in original.items()})
+    converted = from_swin_release({k: v.clone() for k, v in original.items()})
     assert converted.args == dict(SWIN, in_chans=3, mlp_ratio=4.0, qkv_bias=True, num_classes=5)
     assert converted.notes == ["dropped 5 buffers that the model computes itself (relative_position_index, attn_mask)"]
     timms_own = swin_checkpoint_filter_fn({k: v.clone() for k, v in original.items()}, timm_swin(num_classes=5))

@@ -1,4 +1,4 @@
-"""zoo.hub: pretrained weights through the real Hugging Face client, offline.
+"""zoo.factory and zoo.weights: pretrained weights through the real Hugging Face client, offline.
 
 Every load runs huggingface_hub's real `hf_hub_download` against a Hub cache laid out in a temporary
 folder (tests/hub_cache.py), filled with safetensors files written by timm (`timm.models.save_for_hf`)
@@ -25,9 +25,11 @@ import torch
 import yaml
 
 import zoo
-from conftest import max_diff, randomize_
+from conftest import builtin_family, max_diff, randomize_
 from hub_cache import add_folder_to_cache, add_to_cache
-from zoo import hub
+from zoo import factory
+from zoo.weights import (
+    CheckpointMismatchError, CorruptWeightsError, RepoConfigError, UnsafeWeightsError, WeightsNotCachedError, WeightsNotFoundError)
 from zoo.cli import main
 from zoo.complexity import count_macs, count_params
 from zoo.models.vit import VisionTransformer
@@ -145,12 +147,12 @@ def test_cli_download_offline(offline_run):
 def test_another_num_classes_img_size_and_in_chans_are_adapted_like_timm(tmp_path, offline, caplog):
     cache = tmp_path / "cache"
     cache_timm_weights(cache, "deit_tiny_patch16_224", depth=2)
-    with caplog.at_level("INFO", logger="zoo.hub"):
+    with caplog.at_level("INFO", logger="zoo.weights"):
         ours = zoo.create("deit_tiny_patch16_224", pretrained=True, depth=2, num_classes=10, img_size=160,
                           in_chans=1, cache_dir=cache).eval()
-    notes = ["dropped the 1000-class head (head), new 10-class head initialised",
-             "adapted patch_embed.proj from 3 to 1 input channels (summed over the input channels)",
-             "resampled pos_embed 14x14 -> 10x10 (bicubic)"]
+    notes = ["resampled pos_embed 14x14 -> 10x10 (bicubic)",  # the family's checkpoint filter first
+             "dropped the 1000-class head (head), new 10-class head initialised",
+             "adapted patch_embed.proj from 3 to 1 input channels (summed over the input channels)"]
     assert ours.zoo_config["weights"]["adapted"] == notes
     assert [r.getMessage().split(": ", 1)[1] for r in caplog.records] == notes
     assert ours.head.out_features == 10 and ours.zoo_config["input"]["img_size"] == [160, 160]
@@ -188,7 +190,7 @@ def test_checkpoint_path_loads_a_local_safetensors_file_and_refuses_pickle(tmp_p
         assert max_diff(model(x), src(x)) == 0
     assert model.zoo_config["weights"] == {"source": str(file), "adapted": []}
     torch.save(src.state_dict(), tmp_path / "finetuned.pth")
-    with pytest.raises(hub.UnsafeWeightsError, match="safetensors files only"):
+    with pytest.raises(UnsafeWeightsError, match="safetensors files only"):
         zoo.create("deit_tiny_distilled_patch16_224", depth=1, checkpoint_path=tmp_path / "finetuned.pth")
     with pytest.raises(ValueError, match="not both"):
         zoo.create("deit_tiny_distilled_patch16_224", pretrained=True, checkpoint_path=file)
@@ -355,7 +357,7 @@ def test_flipped_byte_in_an_lfs_blob_is_reported_as_corrupt(tmp_path, offline):
     data[-100] ^= 0x01  # one bit of one weight: safetensors itself would load this silently
     blob.write_bytes(bytes(data))
     safetensors.torch.load_file(blob)
-    with pytest.raises(hub.CorruptWeightsError) as err:
+    with pytest.raises(CorruptWeightsError) as err:
         zoo.create("deit_tiny_patch16_224", pretrained=True, depth=1, cache_dir=cache)
     message = str(err.value)
     for part in ("hf-hub:timm/deit_tiny_patch16_224.fb_in1k/model.safetensors is corrupt",
@@ -388,13 +390,13 @@ def test_sha256_in_registry_yaml_is_verified(tmp_path, offline):
     """)
     (tmp_path / "reg.yaml").write_text(text)
     reg = Registry(builtin_files=[tmp_path / "reg.yaml"], plugins=False)
-    reg.register_family("vit", VisionTransformer)
-    with pytest.raises(hub.CorruptWeightsError, match=f"registry.yaml records sha256 {'0' * 64}, but .* hashes to"):
-        reg.create("tiny", pretrained="bad", cache_dir=cache)
-    with pytest.raises(hub.CorruptWeightsError, match=f"registry.yaml records sha256 {good}"):
-        reg.create("tiny", pretrained="good", cache_dir=cache)  # the flipped byte
+    reg.add_family(builtin_family("vit"))
+    with pytest.raises(CorruptWeightsError, match=f"registry.yaml records sha256 {'0' * 64}, but .* hashes to"):
+        zoo.create("tiny", pretrained="bad", cache_dir=cache, registry=reg)
+    with pytest.raises(CorruptWeightsError, match=f"registry.yaml records sha256 {good}"):
+        zoo.create("tiny", pretrained="good", cache_dir=cache, registry=reg)  # the flipped byte
     (snapshot / "model.safetensors").write_bytes(data)
-    assert reg.create("tiny", pretrained="good", cache_dir=cache).zoo_config["weights"]["adapted"] == []
+    assert zoo.create("tiny", pretrained="good", cache_dir=cache, registry=reg).zoo_config["weights"]["adapted"] == []
     with pytest.raises(RegistryError, match="field 'weights.p.filename': expected a .safetensors file"):
         bad = tmp_path / "p.yaml"
         bad.write_text(text.replace("bad: {", "p: {filename: pytorch_model.bin, "))
@@ -408,22 +410,22 @@ def test_truncated_file_is_reported(loaded, tmp_path):
     out = zoo.save_pretrained(model, tmp_path / "saved")
     weights = out / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
-    with pytest.raises(hub.CorruptWeightsError) as err:
+    with pytest.raises(CorruptWeightsError) as err:
         zoo.create(str(out))
     assert f"{weights} (" in str(err.value) and "truncated or damaged" in str(err.value)
     assert "incomplete metadata" in str(err.value)
-    with pytest.raises(hub.CorruptWeightsError, match="truncated or damaged"):  # before any request to the Hub
-        hub.push_folder(out, "me/broken")
+    with pytest.raises(CorruptWeightsError, match="truncated or damaged"):  # before any request to the Hub
+        factory.push_folder(out, "me/broken")
 
 
 def test_missing_and_unexpected_keys_are_listed_and_counted(tmp_path, offline):
     cache = tmp_path / "cache"
     cache_timm_weights(cache, "deit_tiny_patch16_224", depth=3)
-    with pytest.raises(hub.CheckpointMismatchError) as err:
+    with pytest.raises(CheckpointMismatchError) as err:
         zoo.create("deit_tiny_patch16_224", pretrained=True, depth=2, cache_dir=cache)
     assert "0 missing keys" in str(err.value)
     assert "12 unexpected keys: blocks.2.* (12 keys)" in str(err.value)
-    with pytest.raises(hub.CheckpointMismatchError) as err:
+    with pytest.raises(CheckpointMismatchError) as err:
         zoo.create("deit_tiny_patch16_224", pretrained=True, depth=14, qk_norm=True, cache_dir=cache)
     message = str(err.value)
     assert "hf-hub:timm/deit_tiny_patch16_224.fb_in1k/model.safetensors does not fit the model deit_tiny" in message
@@ -431,7 +433,7 @@ def test_missing_and_unexpected_keys_are_listed_and_counted(tmp_path, offline):
     assert "188 missing keys: blocks.0.* (4 keys), blocks.1.* (4 keys), blocks.2.* (4 keys), blocks.3.* (16 keys)" \
         in message
     assert "blocks.9.* (16 keys), ... and 4 more" in message and "0 unexpected keys" in message
-    with pytest.raises(hub.CheckpointMismatchError, match=r"1 with another shape: pos_embed: checkpoint "
+    with pytest.raises(CheckpointMismatchError, match=r"1 with another shape: pos_embed: checkpoint "
                                                           r"\(1, 197, 192\) vs model \(1, 198, 192\)"):
         zoo.create("deit_tiny_patch16_224", pretrained=True, depth=3, reg_tokens=1, cache_dir=cache)
 
@@ -451,7 +453,7 @@ def test_config_json_can_name_only_registered_families_and_arguments(tmp_path, c
     folder.mkdir()
     safetensors.torch.save_file({"x": torch.zeros(1)}, folder / "model.safetensors")
     (folder / "config.json").write_text(json.dumps(config))
-    with pytest.raises(hub.RepoConfigError) as err:
+    with pytest.raises(RepoConfigError) as err:
         zoo.create(str(folder))
     for part in [f"{folder / 'config.json'}"] + message:
         assert part in str(err.value), part
@@ -464,7 +466,7 @@ def test_repo_with_only_pickle_weights_is_refused(tmp_path, offline, monkeypatch
     monkeypatch.setattr(torch, "load", no_unpickling)
     config = json.dumps({"format": "zoo", "family": "vit", "args": {"depth": 1}}).encode()
     add_to_cache(tmp_path / "cache", "someone/old-vit", {"config.json": config, "pytorch_model.bin": b"\x80\x04..."})
-    with pytest.raises(hub.UnsafeWeightsError) as err:
+    with pytest.raises(UnsafeWeightsError) as err:
         zoo.create("hf-hub:someone/old-vit", cache_dir=tmp_path / "cache")
     for part in ("hf-hub:someone/old-vit has no model.safetensors, only pickled weights (pytorch_model.bin)",
                  "zoo does not unpickle", "zoo convert"):
@@ -473,7 +475,7 @@ def test_repo_with_only_pickle_weights_is_refused(tmp_path, offline, monkeypatch
     folder.mkdir()
     (folder / "config.json").write_bytes(config)
     (folder / "model.pth").write_bytes(b"\x80\x04...")
-    with pytest.raises(hub.UnsafeWeightsError, match="only pickled weights \\(model.pth\\)"):
+    with pytest.raises(UnsafeWeightsError, match="only pickled weights \\(model.pth\\)"):
         zoo.create(str(folder))
 
 
@@ -484,9 +486,9 @@ def test_revision_and_reference_errors(tmp_path, offline):
         zoo.create("hf-hub:not-a-repo")
     with pytest.raises(ValueError, match="only apply with pretrained=True"):
         zoo.create("deit_s", revision="v1")
-    with pytest.raises(hub.WeightsNotFoundError, match="no such folder"):
+    with pytest.raises(WeightsNotFoundError, match="no such folder"):
         zoo.create("./does-not-exist")
-    with pytest.raises(hub.WeightsNotCachedError, match="me/x: config.json \\(revision v1\\)"):
+    with pytest.raises(WeightsNotCachedError, match="me/x: config.json \\(revision v1\\)"):
         zoo.create("hf-hub:me/x@v1", cache_dir=tmp_path)
 
 

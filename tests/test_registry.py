@@ -92,7 +92,7 @@ def test_a_good_file_loads(tmp_path):
     assert v.name == "tiny" and v.default_tag == "first" and v.input.std == (0.1, 0.2, 0.3)
     assert v.weights["first"].num_classes == 0 and v.weights["second"].num_classes == 1000
     assert v.weights["second"].input.crop_pct == 1.0 and v.weights["second"].input.mean == (0.5, 0.5, 0.5)
-    assert reg.create("t.first").num_classes == 0
+    assert zoo.create("t.first", registry=reg).num_classes == 0
 
 
 @pytest.mark.parametrize("text, expected", [

@@ -10,7 +10,8 @@ import zoo
 from conftest import max_diff, randomize_
 from zoo.layers import capture_attention, resize_relative_position_bias_table
 from zoo.layers.window_attention import WindowAttention, window_geometry, window_partition, window_reverse
-from zoo.models.swin import SwinTransformer, adapt_state_dict
+from zoo.models.swin import SwinTransformer
+from zoo.models.swin_checkpoints import checkpoint_filter_fn
 
 SWIN_VARIANTS = zoo.list_models(family="swin")
 SMALL = dict(depths=(2, 2, 2, 2))  # every stage keeps a plain and a shifted block
@@ -300,8 +301,9 @@ def test_constructor_rejects_bad_arguments():
 def test_window7_weights_load_into_a_window12_model():
     small = randomize_(zoo.create("swin_base_patch4_window7_224", depths=(1, 1, 2, 1)))
     big = zoo.create("swin_base_patch4_window12_384", depths=(1, 1, 2, 1)).eval()
-    state = adapt_state_dict(small.state_dict(), big)
+    state, notes = checkpoint_filter_fn(small.state_dict(), big)
     big.load_state_dict(state, strict=True)
+    assert notes == ["resized 5 relative-position bias tables (bicubic) for window 12x12: 169 -> 529 rows"]
     old = small.layers[2].blocks[1].attn.relative_position_bias_table  # (13*13, 16)
     expected = F.interpolate(old.detach().T.reshape(1, 16, 13, 13), size=(23, 23), mode="bicubic",
                              align_corners=False, antialias=True).reshape(16, 23 * 23).T
@@ -312,7 +314,7 @@ def test_window7_weights_load_into_a_window12_model():
     assert out.shape == (1, 1000) and torch.isfinite(out).all()
 
 
-def test_adapt_state_dict_reads_the_original_release_and_drops_buffers():
+def test_checkpoint_filter_reads_the_original_release_and_drops_buffers():
     model = randomize_(zoo.create("swin_t", depths=(1, 1, 2, 1)))
     original = {}  # the Microsoft layout: merging at the end of stages 1-3, head.*, saved buffers
     for k, v in model.state_dict().items():
@@ -322,10 +324,14 @@ def test_adapt_state_dict_reads_the_original_release_and_drops_buffers():
     original["layers.0.blocks.1.attn_mask"] = torch.zeros(64, 49, 49)
     original["layers.0.blocks.0.attn.relative_position_index"] = torch.zeros(49, 49, dtype=torch.long)
     fresh = zoo.create("swin_t", depths=(1, 1, 2, 1))
-    fresh.load_state_dict(adapt_state_dict({"model": original}, fresh), strict=True)
+    state, notes = checkpoint_filter_fn({"model": original}, fresh)
+    fresh.load_state_dict(state, strict=True)
     assert all(torch.equal(a, b) for a, b in zip(fresh.state_dict().values(), model.state_dict().values()))
+    assert notes == ["dropped 2 buffers that the model computes itself (relative_position_index, attn_mask)",
+                     "renamed the original Swin release's layout to timm's (patch merging, head)"]
     timm_format = model.state_dict()
-    assert adapt_state_dict(timm_format, fresh).keys() == timm_format.keys()
+    state, notes = checkpoint_filter_fn(timm_format, fresh)
+    assert state.keys() == timm_format.keys() and notes == []
 
 
 def test_resize_relative_position_bias_table_checks_its_input():

@@ -5,24 +5,14 @@
     model = zoo.create("vit_b_16", num_classes=10)
     model = zoo.create("deit_s", pretrained=True)      # weights from the Hugging Face Hub
     zoo.save_pretrained(model, "out/")                  # model.safetensors + config.json + README.md
-"""
-__version__ = "0.1.0"
 
-from .registry import (  # noqa: E402
-    InputConfig,
-    RegistryError,
-    UnknownModelError,
-    Variant,
-    WeightTag,
-    ZooPluginWarning,
-    create,
-    list_models,
-    model_info,
-    register_family,
-)
-from . import models  # noqa: E402,F401  (registers the built-in families)
-from .layers.fast_paths import SlowPrecisionWarning, set_fast_paths  # noqa: E402
-from .hub import push_to_hub, save_pretrained  # noqa: E402
+The map of the package is in docs/index.md.
+"""
+from .factory import create, push_to_hub, save_pretrained
+from .layers.fast_paths import SlowPrecisionWarning, set_fast_paths
+from .registry import ZooPluginWarning, list_models, model_info, register_family
+from .specs import InputConfig, RegistryError, UnknownModelError, Variant, WeightTag
+from .version import __version__
 
 __all__ = [
     "InputConfig", "RegistryError", "SlowPrecisionWarning", "UnknownModelError", "Variant", "WeightTag",

@@ -22,10 +22,13 @@ import sys
 from pathlib import Path
 from typing import List, Optional, Sequence
 
-from . import __version__, hub
-from .complexity import variant_cost
-from .convert import RESEARCH
-from .registry import REGISTRY, RegistryError, UnknownModelError, list_models, model_info
+from . import factory
+from .factory import variant_cost
+from .registry import REGISTRY, list_models, model_info
+from .specs import RegistryError, UnknownModelError
+from .version import __version__
+from .weights import WeightsError
+from .weights.save import SAVE_FORMATS
 from .training.loop import NonFiniteLossError
 
 
@@ -220,25 +223,25 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_download(args: argparse.Namespace) -> int:
-    for path in hub.download(args.name, revision=args.revision, cache_dir=args.cache_dir, force=args.force):
+    for path in factory.download(args.name, revision=args.revision, cache_dir=args.cache_dir, force=args.force):
         print(path)
     return 0
 
 
 def cmd_push(args: argparse.Namespace) -> int:
-    info = hub.push_folder(args.dir, args.repo_id, private=args.private or None, revision=args.revision,
+    info = factory.push_folder(args.dir, args.repo_id, private=args.private or None, revision=args.revision,
                            commit_message=args.message)
     print(getattr(info, "commit_url", None) or f"https://huggingface.co/{args.repo_id}")
     return 0
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
-    print(hub.convert_checkpoint(args.src, args.source, args.out, model=args.model))
+    print(factory.convert_release(args.src, args.source, args.out, model=args.model))
     return 0
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    print(hub.export(args.src, args.out, format=args.format, revision=args.revision, cache_dir=args.cache_dir))
+    print(factory.export(args.src, args.out, format=args.format, revision=args.revision, cache_dir=args.cache_dir))
     return 0
 
 
@@ -344,7 +347,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("convert", help="convert a research checkpoint (.pth) to a zoo folder",
                        description="Read a research release with torch.load(weights_only=True), map its keys "
                                    "and write a zoo folder (model.safetensors, config.json, README.md).")
-    p.add_argument("--from", dest="source", required=True, choices=sorted(RESEARCH),
+    p.add_argument("--from", dest="source", required=True, choices=factory.research_sources(),
                    help="where the checkpoint comes from")
     p.add_argument("src", help="the .pth file")
     p.add_argument("--out", required=True, help="output folder")
@@ -356,7 +359,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "save it; --format timm writes a folder timm.create_model('local-dir:...') loads.")
     p.add_argument("src", help="NAME[.TAG], hf-hub:ORG/NAME[@REVISION] or a folder")
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--format", choices=hub.SAVE_FORMATS, default="zoo", help="config format (default: zoo)")
+    p.add_argument("--format", choices=SAVE_FORMATS, default="zoo", help="config format (default: zoo)")
     p.add_argument("--revision", help="Hub branch, tag or commit (default: main)")
     p.add_argument("--cache-dir", help="cache folder (default: $HF_HUB_CACHE or $HF_HOME/hub)")
     p.set_defaults(func=cmd_export)
@@ -381,7 +384,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except NonFiniteLossError as e:  # a training job stopped cleanly; the message names the last checkpoint
         print(f"zoo {args.command}: stopped: {e}", file=sys.stderr)
         return 1
-    except (UnknownModelError, RegistryError, ValueError, hub.WeightsError) as e:
+    except (UnknownModelError, RegistryError, ValueError, WeightsError) as e:
         print(f"zoo {args.command}: error: {e}", file=sys.stderr)
         return 2
     finally:

@@ -1,11 +1,11 @@
 """Model cost without running the model: parameter counts and multiply-accumulates (MACs).
 
-Both build the model on PyTorch's meta device (shapes only, no memory, no arithmetic), so even
-ViT-g/14 at 518x518 is measured in a fraction of a second.
+Both work on a model built on PyTorch's meta device (shapes only, no memory, no arithmetic), so even
+ViT-g/14 at 518x518 is measured in a fraction of a second (`zoo.factory.variant_cost` builds one).
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import Sequence
 
 import torch
 from torch import nn
@@ -13,6 +13,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 
 def count_params(model: nn.Module) -> int:
+    """Parameters of `model` (frozen ones included)."""
     return sum(p.numel() for p in model.parameters())
 
 
@@ -39,15 +40,3 @@ def count_macs(model: nn.Module, input_size: Sequence[int], batch_size: int = 1)
     finally:
         model.train(was_training)
     return counter.get_total_flops() // 2
-
-
-def variant_cost(name: str, input_size: Optional[Sequence[int]] = None) -> dict:
-    """{'params': int, 'macs': int, 'input_size': (C, H, W)} for a registered variant, on the meta device."""
-    from .registry import create  # local import: complexity is a leaf utility, usable without the registry
-
-    with torch.device("meta"):
-        model = create(name)
-    if input_size is None:
-        in_chans = model.zoo_config["args"].get("in_chans", 3)
-        input_size = (in_chans, *model.zoo_config["input"]["img_size"])
-    return {"params": count_params(model), "macs": count_macs(model, input_size), "input_size": tuple(input_size)}

@@ -12,7 +12,7 @@ from typing import Any, Dict, Optional
 
 import torch
 
-from . import __version__
+from .version import __version__
 from .layers.fast_paths import cpu_features, fast_path_mode, fast_path_report
 
 

@@ -6,7 +6,7 @@ from typing import List, Optional, Sequence, Tuple, Union
 
 import torch
 
-from . import registry
+from .factory import create
 from .data import eval_transform
 from .eval.metrics import top_k_predictions
 
@@ -29,9 +29,9 @@ def label_names(model) -> Optional[List[str]]:
 def load_classifier(ref: str, pretrained: Union[bool, str] = False):
     path = Path(ref).expanduser()
     if ref.startswith("hf-hub:") or path.is_dir():
-        model = registry.create(ref if ref.startswith("hf-hub:") else str(path))
+        model = create(ref if ref.startswith("hf-hub:") else str(path))
     else:
-        model = registry.create(ref, pretrained=pretrained)
+        model = create(ref, pretrained=pretrained)
     if not getattr(model, "num_classes", 0):
         raise ValueError(f"--model {ref}: this model has no classifier head (num_classes=0); fine-tune it first "
                          f"(zoo finetune) or use one with a head")

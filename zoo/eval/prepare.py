@@ -8,7 +8,8 @@ from typing import List, Optional
 
 import torch
 
-from .. import registry
+from ..factory import create
+from ..registry import model_info
 from ..config import setting
 from ..data import classification_splits, eval_transform
 from .features import (FeatureSet, cache_key, default_cache_dir, extract_features, load_features,
@@ -54,12 +55,12 @@ def load_backbone(ref: str, pretrained: bool = False, img_size: Optional[int] = 
     """
     kwargs = {} if img_size is None else {"img_size": img_size}
     if Path(ref).expanduser().is_dir() or ref.startswith("hf-hub:"):
-        model = registry.create(str(Path(ref).expanduser()) if not ref.startswith("hf-hub:") else ref, **kwargs)
+        model = create(str(Path(ref).expanduser()) if not ref.startswith("hf-hub:") else ref, **kwargs)
     else:
-        info = registry.model_info(ref)
+        info = model_info(ref)
         if info.family != "mae":
             kwargs["num_classes"] = 0
-        model = registry.create(ref, pretrained=pretrained, **kwargs)
+        model = create(ref, pretrained=pretrained, **kwargs)
     if hasattr(model, "encoder") and hasattr(model, "decoder_blocks"):  # an MAE: probe its encoder
         cfg = model.zoo_config
         model = model.encoder

@@ -4,7 +4,7 @@ from .block import Block
 from .drop_path import DropPath, drop_path
 from .fast_paths import (
     CpuFeatures, PathChoice, SlowPrecisionWarning, cpu_features, fast_path_mode, fast_path_report, set_fast_paths)
-from .helpers import to_2tuple
+from ..helpers import to_2tuple
 from .layer_scale import LayerScale
 from .linear import Linear
 from .masking import random_masking

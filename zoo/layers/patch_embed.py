@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .helpers import IntOrPair, to_2tuple
+from ..helpers import IntOrPair, to_2tuple
 
 
 class PatchEmbed(nn.Module):

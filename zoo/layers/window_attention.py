@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .attention import _prefer_explicit, explicit_attention
-from .helpers import IntOrPair, to_2tuple
+from ..helpers import IntOrPair, to_2tuple
 from .linear import Linear
 from .pos_embed import resample_pos_embed
 

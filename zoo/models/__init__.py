@@ -1,6 +1,21 @@
-"""Model families. Importing this package registers the built-in families with the registry."""
+"""Model families built from `zoo/layers/`, and for each what the weights code needs to load its
+checkpoints from every origin (`*_checkpoints.py`). Nothing here imports the registry or the weights
+code: `zoo.factory` registers `FAMILIES` when zoo is imported.
+"""
+from ..specs import Family
+from . import swin_checkpoints, vit_checkpoints
 from .mae import MaskedAutoencoder
 from .swin import SwinTransformer
 from .vit import VisionTransformer
 
-__all__ = ["MaskedAutoencoder", "SwinTransformer", "VisionTransformer"]
+FAMILIES = (
+    Family("vit", VisionTransformer, __name__ + ".vit", checkpoint_filter=vit_checkpoints.checkpoint_filter_fn,
+           classifier=vit_checkpoints.CLASSIFIER, first_conv=vit_checkpoints.FIRST_CONV,
+           transformers=vit_checkpoints.TRANSFORMERS, research=vit_checkpoints.RESEARCH),
+    Family("swin", SwinTransformer, __name__ + ".swin", checkpoint_filter=swin_checkpoints.checkpoint_filter_fn,
+           classifier=swin_checkpoints.CLASSIFIER, first_conv=swin_checkpoints.FIRST_CONV,
+           transformers=swin_checkpoints.TRANSFORMERS, research=swin_checkpoints.RESEARCH),
+    Family("mae", MaskedAutoencoder, __name__ + ".mae"),
+)
+
+__all__ = ["FAMILIES", "MaskedAutoencoder", "SwinTransformer", "VisionTransformer"]

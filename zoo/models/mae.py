@@ -21,7 +21,6 @@ import torch
 from torch import nn
 
 from ..layers import Block, LayerNorm, Linear, random_masking, sincos_2d_pos_embed
-from ..registry import register_family
 from .vit import VisionTransformer
 
 
@@ -48,7 +47,6 @@ def unpatchify(x: torch.Tensor, patch_size: int, grid_size: Tuple[int, int], in_
     return x.reshape(B, in_chans, h * p, w * p)
 
 
-@register_family("mae")
 class MaskedAutoencoder(nn.Module):
     """MAE: a ViT encoder on the visible patches and a light transformer decoder that predicts pixels.
 

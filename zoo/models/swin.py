@@ -12,23 +12,20 @@ layouts and masks are built once per size and cached (`zoo.layers.window_attenti
 
 State-dict keys are timm's (`patch_embed.{proj,norm}`, `layers.i.downsample.{norm,reduction}` for
 i >= 1, `layers.i.blocks.j.{norm1,attn.{qkv,proj,relative_position_bias_table},norm2,mlp.fc1,mlp.fc2}`,
-`norm`, `head.fc`), so timm's Swin weights load with strict=True. `adapt_state_dict` fits a checkpoint
-to a model of another window size (and reads the original Microsoft release).
+`norm`, `head.fc`), so timm's Swin weights load with strict=True. `swin_checkpoints.py` fits a
+checkpoint to a model of another window size and reads the other origins' layouts.
 """
 from __future__ import annotations
 
-import re
 from functools import partial
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Set, Tuple, Union
+from typing import Any, Dict, List, Optional, Sequence, Set, Tuple, Union
 
 import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from ..layers import (
-    DropPath, LayerNorm, Linear, Mlp, PatchEmbed, PatchMerging, WindowAttention, resize_relative_position_bias_table,
-    to_2tuple, window_geometry, window_partition, window_reverse)
-from ..registry import register_family
+    DropPath, LayerNorm, Linear, Mlp, PatchEmbed, PatchMerging, WindowAttention, to_2tuple, window_geometry, window_partition, window_reverse)
 
 GLOBAL_POOLS = ("avg", "max", "")
 SwinNorm = partial(LayerNorm, eps=1e-5)  # Swin's LayerNorms use PyTorch's default eps, not ViT's 1e-6
@@ -131,7 +128,6 @@ class ClassifierHead(nn.Module):
         return x if pre_logits else self.fc(x)
 
 
-@register_family("swin")
 class SwinTransformer(nn.Module):
     """Swin Transformer (v1).
 
@@ -150,10 +146,6 @@ class SwinTransformer(nn.Module):
         drop_rate: head dropout.  proj_drop_rate, attn_drop_rate: other dropouts.
         drop_path_rate: stochastic depth, rising linearly over all blocks to this value (timm's default 0.1).
     """
-
-    # For zoo.hub's loading of checkpoints made for another configuration (state-dict prefixes):
-    first_conv = "patch_embed.proj"  # adapted when in_chans differs
-    classifier = ("head.fc",)  # dropped and re-initialised when num_classes differs
 
     def __init__(
         self,
@@ -257,32 +249,7 @@ class SwinTransformer(nn.Module):
             nn.init.trunc_normal_(self.head.fc.weight, std=0.02)
             nn.init.zeros_(self.head.fc.bias)
 
-    def adapt_state_dict(self, state_dict: Dict[str, torch.Tensor],
-                         source_args: Optional[Mapping[str, Any]] = None) -> List[str]:
-        """zoo.hub's hook: fit a Swin checkpoint to this model in place (see `adapt_state_dict` below:
-        bias tables resized for another window, computed buffers dropped, the original release's
-        layout renamed). Returns one line per kind of change, for the load report."""
-        before = {k: tuple(v.shape) for k, v in state_dict.items()}
-        adapted = adapt_state_dict(state_dict, self)
-        notes = []
-        resized = [(before[k][0], v.shape[0]) for k, v in adapted.items() if k in before
-                   and k.endswith("relative_position_bias_table") and before[k] != tuple(v.shape)]
-        if resized:
-            notes.append(f"resized {len(resized)} relative-position bias tables (bicubic) for window "
-                         f"{self.window_size[0]}x{self.window_size[1]}: "
-                         + ", ".join(f"{a} -> {b} rows" for a, b in sorted(set(resized))))
-        dropped = [k for k in before if k.endswith(("relative_position_index", "attn_mask"))]
-        if dropped:
-            notes.append(f"dropped {len(dropped)} buffers that the model computes itself "
-                         f"(relative_position_index, attn_mask)")
-        renamed = len(set(adapted) - set(before))
-        if renamed:
-            notes.append(f"renamed {renamed} keys from the original Swin release's layout to timm's")
-        state_dict.clear()
-        state_dict.update(adapted)
-        return notes
 
-    # ---------------------------------------------------------------------------------- forward
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C, H, W) images -> (B, h, w, D) normalised last-stage map, h = ceil(H/32), w = ceil(W/32)."""
         x = self.patch_embed(x)  # validates the input; (B, H/4, W/4, C)
@@ -363,32 +330,3 @@ def _take_indices(num_stages: int, indices: Optional[Union[int, Sequence[int]]])
     if not take or take[0] < 0 or take[-1] >= num_stages:
         raise ValueError(f"stage indices {list(indices)} out of range for {num_stages} stages")
     return take
-
-
-def adapt_state_dict(state_dict: Mapping[str, torch.Tensor], model: SwinTransformer) -> Dict[str, torch.Tensor]:
-    """Fit a Swin checkpoint to `model` so that `model.load_state_dict(..., strict=True)` takes it.
-
-    - Relative-position bias tables whose window differs from the model's (e.g. window 7 weights in a
-      window 12 model at 384) are resized bicubically (`resize_relative_position_bias_table`).
-    - Buffers that older checkpoints saved (`relative_position_index`, `attn_mask`) are dropped;
-      zoo rebuilds them per input size.
-    - The original Microsoft release (optionally nested under 'model', patch merging at the END of
-      stages 1-3, head `head.*`) is renamed to timm's layout (merging at the start of stages 2-4,
-      `head.fc.*`). timm-format checkpoints (the Hub's `timm/swin_*`) pass through unchanged.
-    Everything else (e.g. a head of another size) is left for the strict load to report.
-    """
-    state_dict = state_dict.get("model", state_dict) if isinstance(state_dict.get("model"), Mapping) else state_dict
-    original = "layers.0.downsample.reduction.weight" in state_dict
-    targets = dict(model.named_parameters())
-    out: Dict[str, torch.Tensor] = {}
-    for key, value in state_dict.items():
-        if key.endswith(("relative_position_index", "attn_mask")):
-            continue
-        if original:
-            key = re.sub(r"^layers\.(\d+)\.downsample", lambda m: f"layers.{int(m.group(1)) + 1}.downsample", key)
-            key = re.sub(r"^head\.(weight|bias)$", r"head.fc.\1", key)
-        if key.endswith("relative_position_bias_table") and key in targets and value.shape != targets[key].shape:
-            attn = model.get_submodule(key.rsplit(".", 1)[0])
-            value = resize_relative_position_bias_table(value, attn.window_size)
-        out[key] = value
-    return out

@@ -12,23 +12,20 @@ State-dict keys are timm's (`patch_embed.proj`, `cls_token`, `dist_token`, `reg_
 """
 from __future__ import annotations
 
-import math
 from functools import partial
-from typing import Dict, List, Optional, Sequence, Set, Tuple, Union
+from typing import Dict, Optional, Sequence, Set, Tuple, Union
 
 import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from ..layers import Block, LayerNorm, Linear, Mlp, PatchEmbed, SwiGLU, resample_pos_embed, sincos_2d_pos_embed, to_2tuple
-from ..registry import register_family
 
 MLP_LAYERS = {"mlp": Mlp, "swiglu": SwiGLU}
 GLOBAL_POOLS = ("token", "avg", "")
 POS_EMBEDS = ("learn", "sincos", "none")
 
 
-@register_family("vit")
 class VisionTransformer(nn.Module):
     """ViT / DeiT / DINOv2.
 
@@ -53,10 +50,6 @@ class VisionTransformer(nn.Module):
         dynamic_img_pad: with dynamic_img_size, accept any size; the image is padded right/bottom.
         norm_eps: LayerNorm epsilon; 1e-6 as in timm and DINOv2 (transformers' ViT, DeiT and ViTMAE use 1e-12).
     """
-
-    # For zoo.hub's loading of checkpoints made for another configuration (state-dict prefixes):
-    first_conv = "patch_embed.proj"  # adapted when in_chans differs
-    classifier = ("head", "head_dist")  # dropped and re-initialised when num_classes differs
 
     def __init__(
         self,
@@ -227,48 +220,6 @@ class VisionTransformer(nn.Module):
                     new = resample_pos_embed(self.pos_embed.data, self.patch_embed.grid_size, old_grid,
                                              0 if self.no_embed_class else self.num_prefix_tokens)
             self.pos_embed = nn.Parameter(new.to(self.pos_embed), requires_grad=self.pos_embed.requires_grad)
-
-    @torch.no_grad()
-    def adapt_state_dict(self, state_dict: Dict[str, torch.Tensor],
-                         source_args: Optional[Dict[str, object]] = None) -> List[str]:
-        """Fit a checkpoint of this architecture made at another input size or pooling to this model,
-        in place: learned positions are resampled from the checkpoint's grid to this model's
-        (`resample_pos_embed`), a fixed sin-cos table is recomputed; a final norm made for the other
-        pooling moves between `norm` (before token pooling) and `fc_norm` (after average pooling), as
-        when MAE's encoder is fine-tuned with average pooling. `source_args` are the arguments the
-        checkpoint was made with; without them a square grid is assumed. Returns one line per change."""
-        notes = self._adapt_final_norm(state_dict)
-        pos = state_dict.get("pos_embed")
-        if pos is None or self.pos_embed is None:
-            return notes
-        prefix = 0 if self.no_embed_class else self.num_prefix_tokens
-        new_grid = self.patch_embed.grid_size
-        if source_args and "img_size" in source_args and "patch_size" in source_args:
-            (h, w), (ph, pw) = to_2tuple(source_args["img_size"]), to_2tuple(source_args["patch_size"])
-            old_grid = (h // ph, w // pw)
-        else:
-            side = math.isqrt(max(pos.shape[1] - prefix, 0))
-            old_grid = (side, side)
-        if old_grid == new_grid and pos.shape == self.pos_embed.shape:
-            return notes
-        if pos.ndim != 3 or pos.shape[1] != prefix + old_grid[0] * old_grid[1]:
-            return notes  # not a grid this model can read; the strict load reports the shape
-        if self.pos_embed_type == "sincos":
-            state_dict["pos_embed"] = self.pos_embed.detach().clone()
-            return notes + [f"recomputed the fixed sin-cos pos_embed for the {new_grid[0]}x{new_grid[1]} grid "
-                            f"(checkpoint: {old_grid[0]}x{old_grid[1]})"]
-        state_dict["pos_embed"] = resample_pos_embed(pos, new_grid, old_grid, prefix)
-        return notes + [f"resampled pos_embed {old_grid[0]}x{old_grid[1]} -> {new_grid[0]}x{new_grid[1]} (bicubic)"]
-
-    def _adapt_final_norm(self, state_dict: Dict[str, torch.Tensor]) -> List[str]:
-        has_fc_norm = not isinstance(self.fc_norm, nn.Identity)
-        src, dst = ("norm", "fc_norm") if has_fc_norm else ("fc_norm", "norm")
-        if f"{src}.weight" not in state_dict or f"{dst}.weight" in state_dict:
-            return []
-        for part in ("weight", "bias"):
-            state_dict[f"{dst}.{part}"] = state_dict.pop(f"{src}.{part}")
-        where = "after average pooling" if has_fc_norm else "before token pooling"
-        return [f"moved the checkpoint's final norm ({src}) to {dst}, {where}"]
 
     # ---------------------------------------------------------------------------------- forward
     def _embed(self, x: torch.Tensor) -> torch.Tensor:

@@ -32,7 +32,7 @@ import yaml
 from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler, Subset
 
-from .. import registry
+from ..factory import create, save_pretrained
 from ..config import setting, to_dict
 from ..data import eval_transform, finetune_splits
 from ..eval.metrics import ClassificationMeter
@@ -111,13 +111,13 @@ def build_model(cfg: FinetuneConfig, num_classes: int):
         overrides["global_pool"] = cfg.global_pool
     ref = cfg.model
     if ref.startswith("hf-hub:") or Path(ref).expanduser().is_dir():
-        model = registry.create(ref if ref.startswith("hf-hub:") else str(Path(ref).expanduser()),
+        model = create(ref if ref.startswith("hf-hub:") else str(Path(ref).expanduser()),
                                 num_classes=num_classes, **overrides)
     else:
         pretrained = cfg.pretrained
         if isinstance(pretrained, str) and pretrained.lower() in ("true", "yes", "default"):
             pretrained = True
-        model = registry.create(ref, pretrained=pretrained, num_classes=num_classes, **overrides)
+        model = create(ref, pretrained=pretrained, num_classes=num_classes, **overrides)
     if model.zoo_config["family"] == "mae":
         raise ValueError(f"--model {ref}: an MAE pretraining model; fine-tune its encoder (the encoder/ folder of a "
                          f"`zoo pretrain-mae` run) instead")
@@ -208,21 +208,19 @@ class Validation(Callback):
 
 def save_best(model: nn.Module, out_dir: Path, classes, top1: float) -> Path:
     """`zoo.save_pretrained` into a temporary folder, then swapped into place (never half-written)."""
-    from ..hub import save_pretrained
-
     import logging
 
     tmp = out_dir.with_name(f".{out_dir.name}.tmp-{os.getpid()}")
     if tmp.exists():
         shutil.rmtree(tmp)
     model.zoo_config = {**model.zoo_config, "label_names": list(classes)}
-    hub_log = logging.getLogger("zoo.hub")
-    level = hub_log.level
-    hub_log.setLevel(logging.WARNING)  # its "saved to <temporary folder>" line would mislead
+    weights_log = logging.getLogger("zoo.weights")
+    level = weights_log.level
+    weights_log.setLevel(logging.WARNING)  # its "saved to <temporary folder>" line would mislead
     try:
         save_pretrained(model, tmp, metrics={"val_top1": round(top1, 4)})
     finally:
-        hub_log.setLevel(level)
+        weights_log.setLevel(level)
     old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
     if out_dir.exists():
         os.replace(out_dir, old)
@@ -336,7 +334,7 @@ def _finetune(cfg: FinetuneConfig, resume: Optional[Path], dist: DistInfo) -> di
     last = trainer.epoch_logs[-1] if trainer.epoch_logs else {}
     summary["last_epoch"] = {k: v for k, v in last.items() if k.startswith(("val_", "ema_val_"))}
     if finished and splits.get("test") is not None:  # the best model, on the test split, once
-        best = registry.create(str(Path(cfg.out) / "best")).to(dist.device)
+        best = create(str(Path(cfg.out) / "best")).to(dist.device)
         test_loader = DataLoader(_shard(splits["test"], dist), batch_size=cfg.batch_size * 2,
                                  num_workers=cfg.workers)
         summary["test"], confusion = evaluate(best, test_loader, dist, cfg.precision, len(classes), prefix="test_")

@@ -24,7 +24,8 @@ from timm.optim import param_groups_weight_decay
 from timm.scheduler import CosineLRScheduler
 from torch.utils.data import DataLoader, DistributedSampler
 
-from .. import registry
+from ..factory import create, save_pretrained
+from ..registry import list_models, model_info
 from ..config import setting, to_dict
 from ..data import denormalize, eval_transform, pretrain_datasets, pretrain_transform
 from .distributed import DistInfo, run_job
@@ -101,11 +102,11 @@ def build_mae(cfg: MAEPretrainConfig):
     overrides = {**cfg.model_args, "mask_ratio": cfg.mask_ratio, "norm_pix_loss": cfg.norm_pix_loss}
     if cfg.img_size is not None:
         overrides["img_size"] = cfg.img_size
-    info = registry.model_info(cfg.model)
+    info = model_info(cfg.model)
     if info.family != "mae":
         raise ValueError(f"--model {cfg.model}: family {info.family!r} is not an MAE model; "
-                         f"choose one of {', '.join(registry.list_models(family='mae'))}")
-    return registry.create(cfg.model, **overrides)
+                         f"choose one of {', '.join(list_models(family='mae'))}")
+    return create(cfg.model, **overrides)
 
 
 def pretrain_mae(cfg: MAEPretrainConfig, resume: Optional[Path] = None, dist: Optional[DistInfo] = None) -> dict:
@@ -169,8 +170,6 @@ def _pretrain(cfg: MAEPretrainConfig, resume: Optional[Path], dist: DistInfo) ->
 def export_encoder(model, out_dir: Path) -> Path:
     """Save the MAE encoder as an ordinary ViT directory (`zoo.save_pretrained`): `zoo.create(out_dir)`
     rebuilds it, and its weights load into the matching registry ViT apart from the head."""
-    from ..hub import save_pretrained
-
     encoder = model.encoder
     source = getattr(model, "zoo_config", {})
     encoder.zoo_config = {"name": None, "family": "vit", "tag": None, "args": dict(model.encoder_args),

@@ -1,4 +1,4 @@
-"""Small helpers shared by the layers."""
+"""Small helpers shared across zoo. This module imports nothing from zoo (any module may use it)."""
 from __future__ import annotations
 
 from typing import Tuple, Union

@@ -1,0 +1,325 @@
+"""`zoo.create` and everything else that needs both the registry and the weights code: this is the one
+module that joins them (`zoo/registry/` knows nothing of weights, `zoo/weights/` nothing of the
+registry). It also registers the built-in families (`zoo.models.FAMILIES`) when zoo is imported.
+
+    model = zoo.create("deit_s", pretrained=True)         # registry tag -> Hub -> strict load
+    model = zoo.create("hf-hub:me/deit-s-pets@v1")         # a repo written by zoo.save_pretrained
+    model = zoo.create("runs/deit-s-pets")                 # the same folder on disk (or a timm /
+                                                           # transformers repo of a supported family)
+    zoo.save_pretrained(model, "runs/deit-s-pets")        # model.safetensors, config.json, README.md
+    zoo.push_to_hub(model, "me/deit-s-pets", private=True)
+
+Loading adapts weights made for another num_classes, img_size or in_chans; each change is logged on
+"zoo.weights" and kept in `model.zoo_config["weights"]`. See docs/hub.md.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, List, Mapping, Optional, Sequence, Tuple, Union
+
+import torch
+from torch import nn
+
+from . import models
+from .complexity import count_macs, count_params
+from .helpers import to_2tuple
+from .registry import REGISTRY, Registry
+from .specs import ConversionError, Converted, InputConfig, UnknownModelError, Variant, WeightTag, parse_input
+from .weights import adapt, origins, push, research, save
+from .weights.errors import RepoConfigError
+from .weights.integrity import read_json, read_safetensors
+from .weights.source import CONFIG_NAME, WEIGHTS_NAME, PathLike, Source
+
+for _family in models.FAMILIES:
+    REGISTRY.add_family(_family)
+
+
+def is_repo_reference(name: Any) -> bool:
+    """True for what `create` loads as a saved model rather than a registry name: `"hf-hub:org/repo"`,
+    a path object, or a string that looks like a path (has a '/' or starts with '.' or '~'). (`create` also
+    takes a bare folder name, such as "runs", when no registered model has that name.)"""
+    if isinstance(name, os.PathLike):
+        return True
+    return isinstance(name, str) and (name.startswith(("hf-hub:", ".", "~")) or "/" in name or os.sep in name)
+
+
+def create(
+    name: Union[str, "os.PathLike[str]"],
+    pretrained: Union[bool, str] = False,
+    num_classes: Optional[int] = None,
+    img_size: Optional[Union[int, Tuple[int, int]]] = None,
+    checkpoint_path: Optional[PathLike] = None,
+    revision: Optional[str] = None,
+    cache_dir: Optional[PathLike] = None,
+    registry: Optional[Registry] = None,
+    **overrides: Any,
+) -> nn.Module:
+    """Build a model by variant name or alias, optionally with a weight tag: `"vit_b_16"`, `"deit_s"`,
+    `"vit_base_patch16_224.mae"`; or load a saved one: `"hf-hub:org/repo[@revision]"` or a folder
+    written by `zoo.save_pretrained` (also a timm or transformers repo of a supported family).
+
+    A tag (in the name or as `pretrained="tag"`) sets the architecture that tag's weights need
+    (e.g. its num_classes) and its input config. `num_classes`, `img_size` and any other builder
+    argument (`drop_path_rate=0.1`, `dynamic_img_size=True`, ...) override the registry's values.
+
+    `pretrained=True` (the default tag) or `pretrained="tag"` downloads the tag's safetensors file from
+    the Hugging Face Hub (`revision`, `cache_dir`; HF_HOME and HF_HUB_OFFLINE are honoured) and loads it
+    strictly. Weights made for another num_classes, img_size or in_chans are adapted and each change
+    is logged (logger "zoo.weights"); `checkpoint_path=` loads a local .safetensors file instead.
+    `registry` defaults to the process-wide one. The returned module carries `model.zoo_config`
+    (name, family, tag, arguments, input config and, when weights were loaded, where from and what
+    was adapted). Raises UnknownModelError, TypeError (an argument the family does not take),
+    ValueError (conflicting arguments) and the `zoo.weights` errors. See docs/hub.md.
+    """
+    registry = registry or REGISTRY
+    if is_repo_reference(name) or (isinstance(name, str) and os.path.isdir(name) and not registry.is_registered(name)):
+        if checkpoint_path is not None:
+            raise ValueError(f"create({str(name)!r}): a saved model brings its own weights; checkpoint_path= "
+                             f"only applies to a registry name")
+        return load_saved(name, num_classes=num_classes, img_size=img_size, revision=revision, cache_dir=cache_dir,
+                          registry=registry, **overrides)
+    variant, tag = registry.resolve(name)
+    if isinstance(pretrained, str):
+        if tag is not None and pretrained != tag:
+            raise ValueError(f"conflicting weight tags: {name!r} names {tag!r} but pretrained={pretrained!r}")
+        tag = registry.resolve(f"{variant.name}.{pretrained}")[1]
+    elif pretrained and tag is None:
+        tag = variant.default_tag
+        if tag is None:
+            raise ValueError(f"model {variant.name!r} has no pretrained weights; use pretrained=False, or "
+                             f"pick one of: {', '.join(registry.list_models(pretrained=True))}")
+    if pretrained and checkpoint_path is not None:
+        raise ValueError(f"create({name!r}): give pretrained=True (weights from the Hub) or checkpoint_path= "
+                         f"(a local file), not both")
+    if not pretrained and (revision is not None or cache_dir is not None):
+        raise ValueError(f"create({name!r}): revision= and cache_dir= only apply with pretrained=True")
+    weight = variant.weights[tag] if tag else None
+    args = dict(variant.args)
+    if weight is not None:
+        args["num_classes"] = weight.num_classes  # the architecture the tag's weights were made for
+    input_cfg = weight.input if weight is not None and weight.input is not None else variant.input
+    model = build(registry, variant.family, args, input_cfg, num_classes=num_classes, img_size=img_size,
+                  overrides=overrides, name=variant.name, tag=tag)
+    family = registry.families[variant.family]
+    if pretrained:
+        _load_weight_tag(registry, model, weight, registry.complete_args(variant.family, args), revision, cache_dir)
+    elif checkpoint_path is not None:
+        adapt.load_file(model, checkpoint_path, family)  # made for an architecture known only from its shapes
+    return model
+
+
+def build(
+    registry: Registry,
+    family_name: str,
+    args: Mapping[str, Any],
+    input_cfg: InputConfig,
+    num_classes: Optional[int] = None,
+    img_size: Optional[Union[int, Tuple[int, int]]] = None,
+    overrides: Optional[Mapping[str, Any]] = None,
+    name: Optional[str] = None,
+    tag: Optional[str] = None,
+) -> nn.Module:
+    """Family `family_name` built from `args`, updated by the caller's `overrides`, `num_classes` and
+    `img_size`; the module gets `zoo_config`. `args` must already be valid for the family; an
+    override the builder does not take raises TypeError."""
+    overrides = dict(overrides or {})
+    unknown = registry.unknown_arg(family_name, overrides)
+    if unknown is not None:
+        raise TypeError(f"create({name or family_name!r}): {unknown[1]}")
+    args = {**args, **overrides}
+    if num_classes is not None:
+        args["num_classes"] = num_classes
+    if img_size is not None:
+        args["img_size"] = img_size
+        input_cfg = replace(input_cfg, img_size=to_2tuple(img_size, "img_size"))
+    model = registry.families[family_name].builder(**args)
+    model.zoo_config = {
+        "name": name, "family": family_name, "tag": tag, "args": args, "input": input_cfg.to_dict(),
+    }
+    return model
+
+
+def _load_weight_tag(registry: Registry, model: nn.Module, weight: WeightTag, source_args: Mapping[str, Any],
+                     revision: Optional[str], cache_dir: Optional[PathLike]) -> None:
+    """Download (or find in the cache), verify, convert if need be, adapt and strictly load a weight tag."""
+    name = f"{model.zoo_config['name']}.{weight.tag}"
+    source = Source(weight.hf_hub_id, revision, cache_dir, hint=f"zoo download {name}")
+    state_dict = read_safetensors(source.fetch(weight.filename, weight.sha256), source.describe(weight.filename),
+                                  source.hint)
+    notes: List[str] = []
+    if weight.format == "transformers":
+        config = read_json(source.fetch(CONFIG_NAME), source.describe(CONFIG_NAME))
+        converted = _from_transformers(registry, config, state_dict, source.describe(CONFIG_NAME))
+        state_dict, notes = converted.state_dict, converted.notes
+    adapt.load_state_dict(model, state_dict, registry.families[model.zoo_config["family"]], source_args,
+                          source.describe(weight.filename), notes)
+    model.zoo_config["weights"].update(license=weight.license, metrics=weight.metrics)
+
+
+def _from_transformers(registry: Registry, config: Mapping[str, Any], state_dict: dict, label: str) -> Converted:
+    try:
+        _, convert = registry.converter("transformers", config.get("model_type"))
+        return convert(config, state_dict)
+    except (UnknownModelError, ConversionError) as e:
+        raise RepoConfigError(f"{label}: {e}") from None
+
+
+def convert_transformers(config: Mapping[str, Any], state_dict: dict, label: str = "config.json",
+                         registry: Optional[Registry] = None) -> Tuple[Converted, Optional[Variant]]:
+    """A transformers checkpoint (config.json as a dict, state dict) in zoo's terms, and the registry
+    variant of its architecture (None when there is none; arguments that do not change the
+    architecture, num_classes, img_size and norm_eps, aside). Raises RepoConfigError naming `label`."""
+    registry = registry or REGISTRY
+    converted = _from_transformers(registry, config, state_dict, label)
+    variant = registry.match_variant(converted.family, converted.args, ignore=("num_classes", "img_size", "norm_eps"),
+                                     prefer=lambda v: converted.prefer in v.name or converted.prefer in v.weights)
+    return converted, variant
+
+
+def load_saved(ref: PathLike, num_classes: Optional[int] = None, img_size: Optional[Any] = None,
+               revision: Optional[str] = None, cache_dir: Optional[PathLike] = None,
+               registry: Optional[Registry] = None, **overrides: Any) -> nn.Module:
+    """Build and load a saved model: `hf-hub:org/name[@revision]` or a folder, in zoo, timm or
+    transformers format. What `create` calls for such names. The config is checked before the
+    weights are read: it may only name what this registry knows (RepoConfigError otherwise)."""
+    registry = registry or REGISTRY
+    source = Source.parse(ref, revision, cache_dir)
+    what = source.describe(CONFIG_NAME)
+    config = read_json(source.fetch(CONFIG_NAME), what)
+    fmt = origins.config_format(config, what)
+    if fmt == "zoo":
+        family, args, input_cfg, name, tag = origins.zoo_spec(config, what, registry)
+    elif fmt == "timm":
+        family, args, input_cfg, name, tag = origins.timm_spec(config, what, registry)
+    state_dict = read_safetensors(source.fetch(WEIGHTS_NAME), source.describe(WEIGHTS_NAME), source.hint)
+    notes: List[str] = []
+    if fmt == "transformers":  # keys and builder arguments both come from the family's converter
+        converted, variant = convert_transformers(config, state_dict, what, registry)
+        family, args, name, tag = converted.family, converted.args, variant.name if variant else None, None
+        state_dict, notes = converted.state_dict, converted.notes
+        input_cfg = origins.transformers_input(source, args["img_size"], variant.input if variant else None)
+    model = build(registry, family, args, input_cfg, num_classes=num_classes, img_size=img_size, overrides=overrides,
+                  name=name, tag=tag)
+    adapt.load_state_dict(model, state_dict, registry.families[family], registry.complete_args(family, args),
+                          source.describe(WEIGHTS_NAME), notes)
+    model.zoo_config["weights"].update(origins.saved_metadata(config, fmt))
+    labels = config.get("label_names") if fmt == "zoo" else None
+    if isinstance(labels, list) and len(labels) == getattr(model, "num_classes", -1):  # a new head has none
+        model.zoo_config["label_names"] = [str(x) for x in labels]
+    return model
+
+
+def variant_cost(name: str, input_size: Optional[Sequence[int]] = None) -> dict:
+    """{'params': int, 'macs': int, 'input_size': (C, H, W)} for a registered variant, measured on the
+    meta device (no memory, no arithmetic); `input_size` defaults to the variant's."""
+    with torch.device("meta"):
+        model = create(name)
+    if input_size is None:
+        in_chans = model.zoo_config["args"].get("in_chans", 3)
+        input_size = (in_chans, *model.zoo_config["input"]["img_size"])
+    return {"params": count_params(model), "macs": count_macs(model, input_size), "input_size": tuple(input_size)}
+
+
+# ====================================================================================== saving
+def save_pretrained(model: nn.Module, save_dir: PathLike, format: str = "zoo", license: Optional[str] = None,
+                    metrics: Optional[Mapping[str, float]] = None, repo_id: Optional[str] = None) -> Path:
+    """Write `model` (from `zoo.create`) to `save_dir`: model.safetensors, config.json and a README.md
+    model card; see `zoo.weights.save.save_pretrained` for the formats ("zoo", "timm") and errors."""
+    return save.save_pretrained(model, save_dir, REGISTRY, format=format, license=license, metrics=metrics,
+                                repo_id=repo_id)
+
+
+def push_to_hub(model: nn.Module, repo_id: str, private: Optional[bool] = None, revision: Optional[str] = None,
+                commit_message: Optional[str] = None, token: Optional[str] = None, format: str = "zoo"):
+    """Save `model` (see `save_pretrained`) and upload it to the Hub repo `repo_id`, created if needed.
+    Returns huggingface_hub's CommitInfo (its `.commit_url` links the commit)."""
+    with tempfile.TemporaryDirectory(prefix="zoo-push-") as tmp:
+        save_pretrained(model, tmp, format=format, repo_id=repo_id)
+        return push_folder(tmp, repo_id, private=private, revision=revision, commit_message=commit_message,
+                           token=token)
+
+
+def push_folder(folder: PathLike, repo_id: str, private: Optional[bool] = None, revision: Optional[str] = None,
+                commit_message: Optional[str] = None, token: Optional[str] = None):
+    """Upload a folder written by `save_pretrained`; see `zoo.weights.push.push_folder`."""
+    return push.push_folder(folder, repo_id, REGISTRY, private=private, revision=revision,
+                            commit_message=commit_message, token=token)
+
+
+# ============================================================================ fetching, converting
+def download(name: str, revision: Optional[str] = None, cache_dir: Optional[PathLike] = None,
+             force: bool = False) -> List[Path]:
+    """Fetch into the Hugging Face cache what `create(name, pretrained=True)` (registry names) or
+    `create(name)` (`hf-hub:` repos) needs, verified. Returns the local paths."""
+    if isinstance(name, str) and name.startswith("hf-hub:"):
+        source = Source.parse(name, revision, cache_dir)
+        paths = [source.fetch(CONFIG_NAME, force=force), source.fetch(WEIGHTS_NAME, force=force)]
+        read_safetensors(paths[1], source.describe(WEIGHTS_NAME), source.hint, header_only=True)
+        return paths + [p for p in [source.fetch_optional("preprocessor_config.json")] if p is not None]
+    variant, tag = REGISTRY.resolve(name)
+    tag = tag or variant.default_tag
+    if tag is None:
+        raise ValueError(f"model {variant.name!r} has no pretrained weights to download")
+    weight = variant.weights[tag]
+    source = Source(weight.hf_hub_id, revision, cache_dir, hint=f"zoo download {variant.name}.{tag}")
+    paths = [source.fetch(weight.filename, weight.sha256, force=force)]
+    read_safetensors(paths[0], source.describe(weight.filename), source.hint, header_only=True)
+    if weight.format == "transformers":
+        paths.append(source.fetch(CONFIG_NAME, force=force))
+    return paths
+
+
+def research_sources() -> List[str]:
+    """The research releases `convert_release` reads (`zoo convert --from`), from the registered families."""
+    REGISTRY.ensure_loaded()
+    return sorted(k for f in REGISTRY.families.values() for k in f.research)
+
+
+def convert_release(src: PathLike, source: str, out_dir: PathLike, model: Optional[str] = None) -> Path:
+    """A research release (`source`: one of `research_sources()`, e.g. "mae", "dinov2", "swin") -> a zoo
+    folder at `out_dir`. The file is read with `torch.load(weights_only=True)` only
+    (`zoo.weights.research`); `model` names the registry variant when the checkpoint's shapes do not."""
+    state_dict = research.read_checkpoint(src)
+    label = str(Path(src).expanduser())
+    try:
+        _, convert = REGISTRY.converter("research", source)
+        named = REGISTRY.model_info(model) if model else None
+        converted = convert(state_dict, named)
+        variant, args = _complete_release(converted, named)
+    except (UnknownModelError, ConversionError) as e:
+        raise RepoConfigError(f"{label}: {e}") from None
+    tag = converted.tag if variant is not None and converted.tag in variant.weights else None
+    weight = variant.weights.get(tag) if tag else None
+    input_cfg = (weight.input if weight is not None and weight.input is not None else variant.input) if variant \
+        else InputConfig(img_size=(224, 224))
+    input_cfg = parse_input({"img_size": args.get("img_size", list(input_cfg.img_size))}, base=input_cfg)
+    built = build(REGISTRY, converted.family, args, input_cfg, name=variant.name if variant else None, tag=tag)
+    adapt.load_state_dict(built, converted.state_dict, REGISTRY.families[converted.family],
+                          REGISTRY.complete_args(converted.family, args), label, converted.notes)
+    built.zoo_config["weights"]["license"] = weight.license if weight is not None else None
+    return save_pretrained(built, out_dir)
+
+
+def _complete_release(converted: Converted, named: Optional[Variant]) -> Tuple[Optional[Variant], dict]:
+    """The registry variant a converted release is, and its complete builder arguments."""
+    if converted.match is None:  # the converter read every argument
+        return named or REGISTRY.match_variant(converted.family, converted.args), converted.args
+    variant = named or REGISTRY.variant_with_tag(converted.family, converted.tag, converted.match)
+    if variant is None:
+        described = ", ".join(f"{k}={x}" for k, x in converted.match.items())
+        raise ConversionError(f"no registered variant with a {converted.tag!r} weight tag has {described}; name the "
+                              f"architecture with --model NAME (zoo.list_models() lists them)")
+    return variant, {**variant.args, **converted.args}
+
+
+def export(src: str, out_dir: PathLike, format: str = "zoo", revision: Optional[str] = None,
+           cache_dir: Optional[PathLike] = None) -> Path:
+    """Load `src` (a registry name with weights, `hf-hub:` repo or folder) and save it in `format`."""
+    if is_repo_reference(src):
+        model = create(src, revision=revision, cache_dir=cache_dir)
+    else:
+        model = create(src, pretrained=True, revision=revision, cache_dir=cache_dir)
+    return save_pretrained(model, out_dir, format=format)

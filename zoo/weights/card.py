@@ -1,0 +1,56 @@
+"""The model card (README.md) written beside saved weights, in the Hugging Face Hub's format."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Mapping, Optional, Sequence
+
+import yaml
+
+from ..version import __version__
+
+
+def model_card(cfg: Mapping[str, Any], args: Mapping[str, Any], license: Optional[str],
+               metrics: Mapping[str, float], format: str, repo_id: Optional[str], save_dir: Path,
+               params: Optional[int], macs: Optional[int]) -> str:
+    """The README.md of a saved model: YAML front matter the Hub reads (library, license, tags, pipeline),
+    a table (family, architecture, weights, parameters, GMACs, input, classes, labels, reported
+    metrics, source) and a usage snippet for zoo or timm. `params` / `macs` may be None (shown as ?)."""
+    family, name, tag = cfg["family"], cfg.get("name"), cfg.get("tag")
+    title = (f"{name}.{tag}" if tag else name) or f"{family} model"
+    num_classes = args.get("num_classes", 0)
+    pipeline = "image-classification" if num_classes else "image-feature-extraction"
+    front = {"library_name": "timm" if format == "timm" else "zoo", "license": license or "other",
+             "tags": ["image-classification", family, "zoo"] + (["timm"] if format == "timm" else []),
+             "pipeline_tag": pipeline}
+    inp = cfg["input"]
+    size = "x".join(str(s) for s in inp["img_size"])
+    rows = [("Family", family), ("Architecture", name or "-"), ("Weights", tag or "-"),
+            ("Parameters", f"{params / 1e6:.2f} M" if params is not None else "?"),
+            ("GMACs", f"{macs / 1e9:.2f} at {args.get('in_chans', 3)}x{size}" if macs is not None else "?"),
+            ("Input size", f"{size}, mean {_nums(inp['mean'])}, std {_nums(inp['std'])}, crop_pct {inp['crop_pct']}, "
+                           f"{inp['interpolation']}"),
+            ("Classes", str(num_classes) if num_classes else "none (features)")]
+    labels = cfg.get("label_names")
+    if labels:
+        rows.append(("Labels", ", ".join(str(x) for x in labels[:20]) + (f", ... ({len(labels)} in all)"
+                                                                            if len(labels) > 20 else "")))
+    rows += [(f"{k} (reported)", f"{v:.1f}") for k, v in metrics.items()]
+    source = (cfg.get("weights") or {}).get("source")
+    if source:
+        rows.append(("Loaded from", f"`{source}`"))
+    where = f"hf-hub:{repo_id}" if repo_id else str(save_dir)
+    if format == "timm":
+        ref = f"hf-hub:{repo_id}" if repo_id else f"local-dir:{where}"
+        usage = f"import timm\n\nmodel = timm.create_model(\"{ref}\", pretrained=True).eval()"
+    else:
+        usage = f"import zoo\n\nmodel = zoo.create(\"{where}\").eval()  # weights, config and input size from this repo"
+    usage += ("\nlogits = model(images)  # images: (B, 3, H, W), normalised as above" if num_classes else
+              "\nfeatures = model(images)  # (B, D); model.forward_features(images) gives every token")
+    table = "\n".join(f"| {k} | {v} |" for k, v in rows)
+    return (f"---\n{yaml.safe_dump(front, sort_keys=False)}---\n\n# {title}\n\n"
+            f"A {family} model saved with zoo {__version__}.\n\n| | |\n|---|---|\n{table}\n\n"
+            f"## Usage\n\n```python\n{usage}\n```\n")
+
+
+def _nums(values: Sequence[float]) -> str:
+    return "(" + ", ".join(f"{v:g}" for v in values) + ")"

@@ -1,0 +1,107 @@
+"""Reading the config.json of a saved model, whatever wrote it: zoo, timm or transformers.
+
+Each origin says what to build in its own words; these functions turn that into a family, builder
+arguments and an input config, checked against the registry (passed in, duck-typed: `.families`,
+`.unknown_arg`, `.model_info`) before any weights are read. A config can name only registered
+families and arguments their builders accept, so no downloaded file makes zoo import or run code.
+"""
+from __future__ import annotations
+
+from typing import Any, Dict, Mapping, Optional, Tuple
+
+from ..specs import InputConfig, UnknownModelError, parse_input
+from .errors import RepoConfigError
+from .integrity import read_json
+from .source import Source
+
+# (family, builder args, input config, registry variant name or None, weight tag or None)
+Spec = Tuple[str, Dict[str, Any], InputConfig, Optional[str], Optional[str]]
+
+
+def config_format(config: Mapping[str, Any], what: str) -> str:
+    """"zoo", "timm" or "transformers", from the keys of a config.json. Raises RepoConfigError."""
+    if config.get("format") == "zoo" or config.get("library_name") == "zoo":
+        return "zoo"
+    if "architecture" in config:
+        return "timm"
+    if "model_type" in config:
+        return "transformers"
+    raise RepoConfigError(f"{what}: not a zoo, timm or transformers config (no 'family', 'architecture' or "
+                          f"'model_type')")
+
+
+def check_family(registry: Any, family: Any, what: str) -> None:
+    """Refuse a family this registry does not have (RepoConfigError naming the registered ones)."""
+    if not isinstance(family, str) or family not in registry.families:
+        raise RepoConfigError(
+            f"{what} names family {family!r}, which is not registered here (registered: "
+            f"{', '.join(sorted(registry.families))}). zoo builds only registered families and never imports code "
+            f"named by a downloaded file; if you trust the family's package, install it (it registers through "
+            f"the zoo.plugins entry point) and load again.")
+
+
+def zoo_spec(config: Mapping[str, Any], what: str, registry: Any) -> Spec:
+    """What a config.json written by `zoo.save_pretrained` describes."""
+    family = config.get("family")
+    check_family(registry, family, what)
+    args = config.get("args")
+    if not isinstance(args, dict):
+        raise RepoConfigError(f"{what}: 'args' must be a JSON object of builder arguments")
+    unknown = registry.unknown_arg(family, args)
+    if unknown is not None:
+        raise RepoConfigError(f"{what}: {unknown[1]}")
+    try:
+        input_cfg = parse_input(config.get("input") or {"img_size": args.get("img_size", 224)}, base=None)
+    except ValueError as e:
+        raise RepoConfigError(f"{what}: field 'input': {e}") from None
+    name, tag = config.get("variant"), config.get("tag")
+    return family, args, input_cfg, name if isinstance(name, str) else None, tag if isinstance(tag, str) else None
+
+
+def timm_spec(config: Mapping[str, Any], what: str, registry: Any) -> Spec:
+    """What timm's config.json describes: `architecture` (a zoo variant of the same name), `model_args`
+    on top of it, `num_classes` and the input config from `pretrained_cfg`."""
+    arch = config.get("architecture")
+    try:
+        variant = registry.model_info(arch)
+    except UnknownModelError as e:
+        raise RepoConfigError(f"{what}: timm architecture {arch!r} is not a zoo model: {e}") from None
+    model_args = config.get("model_args") or {}
+    if not isinstance(model_args, dict):
+        raise RepoConfigError(f"{what}: 'model_args' must be a JSON object")
+    unknown = registry.unknown_arg(variant.family, model_args)
+    if unknown is not None:
+        raise RepoConfigError(f"{what}: model_args: {unknown[1]}")
+    pcfg = config.get("pretrained_cfg") or {}
+    args = dict(variant.args, **model_args)
+    args["num_classes"] = int(config.get("num_classes", pcfg.get("num_classes", variant.num_classes)))
+    spec: Dict[str, Any] = {"img_size": list(pcfg.get("input_size", [3, *variant.input.img_size]))[1:]}
+    spec.update({k: pcfg[k] for k in ("mean", "std", "crop_pct", "interpolation") if k in pcfg})
+    try:
+        input_cfg = parse_input(spec, base=variant.input)
+    except ValueError as e:
+        raise RepoConfigError(f"{what}: pretrained_cfg: {e}") from None
+    return variant.family, args, input_cfg, variant.name, pcfg.get("tag")
+
+
+def transformers_input(source: Source, img_size: Any, base: Optional[InputConfig]) -> InputConfig:
+    """Input config of a transformers repo: `base` (the matching registry variant's, or ImageNet
+    defaults) at the config's image size, with mean/std from preprocessor_config.json if present."""
+    spec: Dict[str, Any] = {"img_size": img_size}
+    path = source.fetch_optional("preprocessor_config.json")
+    if path is not None:
+        pre = read_json(path, source.describe("preprocessor_config.json"))
+        spec.update({ours: pre[theirs] for ours, theirs in (("mean", "image_mean"), ("std", "image_std"))
+                     if isinstance(pre.get(theirs), list) and len(pre[theirs]) == 3})
+    return parse_input(spec, base=base or InputConfig(img_size=(0, 0)))
+
+
+def saved_metadata(config: Mapping[str, Any], fmt: str) -> Dict[str, Any]:
+    """License (and, for zoo configs, reported metrics) recorded in a config.json."""
+    if fmt == "zoo":
+        metrics = config.get("metrics") if isinstance(config.get("metrics"), dict) else {}
+        return {"license": config.get("license"),
+                "metrics": {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))}}
+    if fmt == "timm":
+        return {"license": (config.get("pretrained_cfg") or {}).get("license")}
+    return {}

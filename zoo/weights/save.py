@@ -1,0 +1,144 @@
+"""Writing a model to a folder: model.safetensors, config.json (zoo's or timm's) and a model card.
+
+`zoo.save_pretrained` (in `zoo.factory`) calls `save_pretrained` here with the registry; the folder
+then loads with `zoo.create(folder)`, or with `timm.create_model("local-dir:...")` in timm's format.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any, Dict, Mapping, Optional, Tuple
+
+import torch
+from torch import nn
+
+from ..complexity import count_macs, count_params
+from ..version import __version__
+from .card import model_card
+from .source import CARD_NAME, CONFIG_NAME, WEIGHTS_NAME, PathLike
+
+log = logging.getLogger("zoo.weights")
+SAVE_FORMATS = ("zoo", "timm")
+
+
+def save_pretrained(model: nn.Module, save_dir: PathLike, registry: Any, format: str = "zoo",
+                    license: Optional[str] = None, metrics: Optional[Mapping[str, float]] = None,
+                    repo_id: Optional[str] = None) -> Path:
+    """Write `model` to `save_dir`: model.safetensors, config.json and a README.md model card.
+
+    `format="zoo"` (default) writes a config zoo reads back (`zoo.create(save_dir)`, or
+    `zoo.create("hf-hub:...")` once pushed); `format="timm"` writes timm's config instead, so that
+    `timm.create_model("local-dir:DIR", pretrained=True)` (or `hf-hub:`) loads it. `license` and
+    `metrics` (e.g. {"top1": 81.2}) go into the card and config; by default they come from the weights
+    the model was loaded from (metrics only when the architecture was not adapted). `repo_id` is used
+    in the card's usage snippet. The model must come from `zoo.create` (it needs `model.zoo_config`);
+    `registry` (duck-typed: `.variants`, `.families`, `.complete_args`) knows its family. Raises
+    ValueError for an unknown format, a model without zoo_config or arguments JSON cannot hold.
+    """
+    if format not in SAVE_FORMATS:
+        raise ValueError(f"format must be one of {SAVE_FORMATS}, got {format!r}")
+    cfg = getattr(model, "zoo_config", None)
+    if not isinstance(cfg, dict) or "family" not in cfg:
+        raise ValueError(f"{type(model).__name__} has no zoo_config: build it with zoo.create(...) so that its family "
+                         f"and arguments are known")
+    args = _jsonable_args(cfg["args"])
+    loaded = cfg.get("weights") or {}
+    license = license or loaded.get("license")
+    if metrics is None:
+        metrics = {} if loaded.get("adapted") else dict(loaded.get("metrics") or {})
+    save_dir = Path(save_dir).expanduser()
+    save_dir.mkdir(parents=True, exist_ok=True)
+
+    from safetensors.torch import save_file
+
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    save_file(tensors, str(save_dir / WEIGHTS_NAME), metadata={"format": "pt"})
+    if format == "zoo":
+        config = {
+            "library_name": "zoo", "format": "zoo", "zoo_version": __version__, "family": cfg["family"],
+            "variant": cfg.get("name"), "tag": cfg.get("tag"), "num_classes": args.get("num_classes"),
+            "args": args, "input": cfg["input"], "license": license, "metrics": dict(metrics),
+            "source": loaded.get("source"),
+        }
+        if cfg.get("label_names"):
+            config["label_names"] = list(cfg["label_names"])
+    else:
+        config = _timm_config(model, cfg, args, license, registry)
+    (save_dir / CONFIG_NAME).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+    params, macs = _cost(registry, cfg["family"], args, cfg["input"])
+    (save_dir / CARD_NAME).write_text(model_card(cfg, args, license, metrics, format, repo_id, save_dir, params, macs),
+                                      encoding="utf-8")
+    log.info("saved %s to %s (%s format)", cfg.get("name") or cfg["family"], save_dir, format)
+    return save_dir
+
+
+def _jsonable_args(args: Mapping[str, Any]) -> Dict[str, Any]:
+    out = {k: list(v) if isinstance(v, tuple) else v for k, v in args.items()}
+    for k, v in out.items():
+        try:
+            json.dumps(v)
+        except (TypeError, ValueError):
+            raise ValueError(f"argument {k}={v!r} cannot be written to config.json (JSON values only)") from None
+    return out
+
+
+# zoo arguments timm's constructor has no equivalent for: the timm architecture name sets them.
+_ZOO_ONLY_ARGS = ("distilled", "mlp_layer", "norm_eps")
+
+
+def _timm_config(model: nn.Module, cfg: Mapping[str, Any], args: Mapping[str, Any], license: Optional[str],
+                 registry: Any):
+    """timm's config.json: architecture (a timm model name), model_args that differ from it, pretrained_cfg."""
+    import timm  # local import: only this export needs timm itself
+
+    name = cfg.get("name")
+    if not name or not timm.is_model(name):
+        raise ValueError(f"format='timm' needs a model timm knows by name; {name!r} is not one")
+    variant = registry.variants[name]
+    base = registry.complete_args(variant.family, variant.args)
+    model_args = {k: v for k, v in registry.complete_args(cfg["family"], args).items()
+                  if _plain(base.get(k)) != _plain(v)}
+    if model_args.get("pos_embed") == "sincos":
+        del model_args["pos_embed"]  # a fixed table in zoo; timm loads the same values as a learned one
+    clash = [k for k in model_args if k in _ZOO_ONLY_ARGS]
+    if clash:
+        raise ValueError(f"format='timm': {', '.join(f'{k}={model_args[k]!r}' for k in clash)} differs from timm's "
+                         f"{name}, and timm's constructor has no such argument")
+    inp = cfg["input"]
+    state = model.state_dict()
+    family = registry.families[cfg["family"]]
+    heads = [p for p in family.classifier if f"{p}.weight" in state]
+    pretrained_cfg = {
+        "tag": cfg.get("tag"), "custom_load": False,
+        "input_size": [args.get("in_chans", 3), *inp["img_size"]],
+        "fixed_input_size": not args.get("dynamic_img_size", False),
+        "interpolation": inp["interpolation"], "crop_pct": inp["crop_pct"], "crop_mode": "center",
+        "mean": inp["mean"], "std": inp["std"], "num_classes": args.get("num_classes"),
+        "first_conv": family.first_conv,
+        "classifier": heads[0] if len(heads) == 1 else (heads or None), "license": license,
+    }
+    config = {"architecture": name, "num_classes": args.get("num_classes"),
+              "num_features": getattr(model, "num_features", None)}
+    if "global_pool" in args:
+        config["global_pool"] = args["global_pool"]
+    if model_args:
+        config["model_args"] = _jsonable_args(model_args)
+    config["pretrained_cfg"] = {k: v for k, v in pretrained_cfg.items() if v is not None}
+    return config
+
+
+def _plain(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value
+
+
+def _cost(registry: Any, family: str, args: Mapping[str, Any],
+          inp: Mapping[str, Any]) -> Tuple[Optional[int], Optional[int]]:
+    """Parameters and MACs of the architecture, measured on the meta device (no memory, no arithmetic)."""
+    try:
+        with torch.device("meta"):
+            meta = registry.families[family].builder(**args)
+        return count_params(meta), count_macs(meta, (args.get("in_chans", 3), *inp["img_size"]))
+    except Exception as e:  # a card without numbers beats no card
+        log.info("could not measure %s for the model card: %s", family, e)
+        return None, None
