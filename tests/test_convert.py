@@ -26,7 +26,6 @@ from zoo.specs import ConversionError
 from zoo.weights import RepoConfigError
 from zoo.weights.research import unwrap_checkpoint
 from zoo.cli import main
-from zoo.models.vit import VisionTransformer
 from zoo.registry import Registry
 
 TOL = 1e-4

@@ -13,7 +13,7 @@ from safetensors.torch import load_file
 import zoo
 from zoo.cli import main
 from zoo.eval.linear_probe import ProbeConfig, linear_probe
-from zoo.eval.metrics import ClassificationMeter, expected_calibration_error
+from zoo.common.metrics import ClassificationMeter, expected_calibration_error
 from zoo.training.checkpoint import find_checkpoint
 from zoo.training.finetune import FinetuneConfig, finetune, optimizer_groups
 from zoo.training.loop import seed_everything

@@ -13,7 +13,7 @@ from safetensors.torch import load_file
 import zoo
 from zoo.cli import main
 from zoo.training.checkpoint import find_checkpoint, save_checkpoint
-from zoo.training.distributed import init_distributed
+from zoo.common.distributed import init_distributed
 from zoo.training.loop import NonFiniteLossError, StepOutput, Trainer, TrainConfig
 from zoo.training.mae import MAEPretrainConfig, pretrain_mae
 

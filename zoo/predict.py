@@ -8,7 +8,7 @@ import torch
 
 from .factory import create
 from .data import eval_transform
-from .eval.metrics import top_k_predictions
+from .common.metrics import top_k_predictions
 
 
 def label_names(model) -> Optional[List[str]]:

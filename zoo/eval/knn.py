@@ -18,7 +18,7 @@ import torch.nn.functional as F
 
 from ..config import setting, to_dict
 from ..data import stratified_holdout
-from ..training.distributed import resolve_device
+from ..common.distributed import resolve_device
 from .linear_probe import SealedLabels
 from .prepare import FeatureSettings, prepare_features
 

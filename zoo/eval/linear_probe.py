@@ -40,8 +40,8 @@ from torch import nn
 
 from ..config import setting, to_dict
 from ..layers.linear import linear
-from ..training.distributed import resolve_device
-from ..training.plots import plot_lines
+from ..common.distributed import resolve_device
+from ..common.plots import plot_lines
 from .features import FeatureSet
 from .prepare import FeatureSettings, prepare_features
 

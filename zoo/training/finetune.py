@@ -28,17 +28,17 @@ from pathlib import Path
 from typing import Any, Dict, Optional, Tuple, Union
 
 import torch
-import yaml
 from torch import nn
-from torch.utils.data import DataLoader, DistributedSampler, Subset
+from torch.utils.data import DataLoader, Subset
 
 from ..factory import create, save_pretrained
-from ..config import setting, to_dict
+from ..config import setting
 from ..data import eval_transform, finetune_splits
-from ..eval.metrics import ClassificationMeter
-from .distributed import DistInfo, run_job
-from .loop import PRECISIONS, Callback, StepOutput, Trainer, TrainConfig, autocast, seed_everything
-from .plots import plot_confusion_matrix
+from ..common.metrics import ClassificationMeter
+from ..common.distributed import DistInfo
+from .loop import PRECISIONS, Callback, StepOutput, Trainer, autocast, seed_everything
+from ..common.plots import plot_confusion_matrix
+from .setup import run_job, scaled_lr, train_loader, trainer_config, warmup_cosine, write_config
 
 
 @dataclass
@@ -249,7 +249,6 @@ def finetune(cfg: FinetuneConfig, resume: Optional[Path] = None, dist: Optional[
 def _finetune(cfg: FinetuneConfig, resume: Optional[Path], dist: DistInfo) -> dict:
     from timm.data import Mixup, create_transform
     from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
-    from timm.scheduler import CosineLRScheduler
     from timm.utils import ModelEmaV3
 
     seed_everything(cfg.seed + dist.rank)
@@ -280,21 +279,12 @@ def _finetune(cfg: FinetuneConfig, resume: Optional[Path], dist: DistInfo) -> di
         if splits.get(name) is not None:
             splits[name].transform = eval_transform(input_cfg)
 
-    sampler = DistributedSampler(splits["train"], num_replicas=dist.world_size, rank=dist.rank, shuffle=True,
-                                 seed=cfg.seed, drop_last=True)
-    loader = DataLoader(splits["train"], batch_size=cfg.batch_size, sampler=sampler, num_workers=cfg.workers,
-                        drop_last=True, pin_memory=dist.device.type == "cuda", persistent_workers=cfg.workers > 0)
+    loader = train_loader(splits["train"], cfg, dist)
     val_loader = DataLoader(_shard(splits["val"], dist), batch_size=cfg.batch_size * 2, num_workers=cfg.workers)
 
-    eff_batch = cfg.batch_size * cfg.accum_iter * dist.world_size
-    lr = cfg.lr if cfg.lr is not None else cfg.blr * eff_batch / 256
+    lr, eff_batch = scaled_lr(cfg, dist)
     optimizer = torch.optim.AdamW(optimizer_groups(model, cfg.weight_decay, cfg.layer_decay), lr=lr)
-    updates_per_epoch = -(-len(loader) // cfg.accum_iter)
-    total, warmup = cfg.epochs * updates_per_epoch, round(cfg.warmup_epochs * updates_per_epoch)
-    if warmup >= total:
-        raise ValueError(f"--warmup-epochs {cfg.warmup_epochs} covers the whole run of {cfg.epochs} epochs")
-    scheduler = CosineLRScheduler(optimizer, t_initial=total - warmup, lr_min=cfg.min_lr, warmup_t=warmup,
-                                  warmup_lr_init=0.0, warmup_prefix=True, t_in_epochs=False)
+    scheduler = warmup_cosine(optimizer, cfg, len(loader))
 
     mixup = Mixup(mixup_alpha=cfg.mixup, cutmix_alpha=cfg.cutmix, prob=cfg.mixup_prob, label_smoothing=cfg.smoothing,
                   num_classes=len(classes)) if use_mixup else None
@@ -313,14 +303,9 @@ def _finetune(cfg: FinetuneConfig, resume: Optional[Path], dist: DistInfo) -> di
 
     ema = ModelEmaV3(model, decay=cfg.ema_decay) if cfg.ema_decay > 0 else None
     validation = Validation(cfg, val_loader, len(classes), classes, ema)
-    trainer_cfg = TrainConfig(out_dir=cfg.out, epochs=cfg.epochs, accum_iter=cfg.accum_iter, precision=cfg.precision,
-                              clip_grad=cfg.clip_grad, ckpt_every=cfg.ckpt_every, keep_checkpoints=cfg.keep_checkpoints,
-                              log_every=cfg.log_every, seed=cfg.seed, progress=cfg.progress,
-                              stop_after_epoch=cfg.stop_after_epoch)
-    trainer = Trainer(trainer_cfg, model, optimizer, scheduler, loader, step, dist, [validation])
+    trainer = Trainer(trainer_config(cfg), model, optimizer, scheduler, loader, step, dist, [validation])
+    write_config(cfg, dist)
     if dist.is_main:
-        Path(cfg.out).mkdir(parents=True, exist_ok=True)
-        (Path(cfg.out) / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
         for note in adapted:
             print(f"zoo finetune: adapted the weights: {note}", flush=True)
     summary = trainer.train(resume=resume)

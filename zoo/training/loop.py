@@ -38,8 +38,8 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from .checkpoint import atomic_write_text, load_checkpoint, save_checkpoint
-from .distributed import DistInfo, all_gather_objects, all_reduce
-from .plots import plot_training_curves, read_jsonl
+from ..common.distributed import DistInfo, all_gather_objects, all_reduce
+from ..common.plots import plot_training_curves, read_jsonl
 
 PRECISIONS = ("fp32", "bf16", "fp16")
 

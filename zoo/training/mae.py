@@ -19,18 +19,16 @@ from pathlib import Path
 from typing import Any, Dict, Optional, Tuple
 
 import torch
-import yaml
 from timm.optim import param_groups_weight_decay
-from timm.scheduler import CosineLRScheduler
-from torch.utils.data import DataLoader, DistributedSampler
 
 from ..factory import create, save_pretrained
 from ..registry import list_models, model_info
-from ..config import setting, to_dict
+from ..config import setting
 from ..data import denormalize, eval_transform, pretrain_datasets, pretrain_transform
-from .distributed import DistInfo, run_job
-from .loop import PRECISIONS, Callback, StepOutput, Trainer, TrainConfig, seed_everything
-from .plots import plot_reconstructions
+from ..common.distributed import DistInfo
+from ..common.plots import plot_reconstructions
+from .loop import PRECISIONS, Callback, StepOutput, Trainer, seed_everything
+from .setup import run_job, scaled_lr, train_loader, trainer_config, warmup_cosine, write_config
 
 
 @dataclass
@@ -123,27 +121,11 @@ def _pretrain(cfg: MAEPretrainConfig, resume: Optional[Path], dist: DistInfo) ->
     train_ds, held_out = pretrain_datasets(
         cfg.data, pretrain_transform(input_cfg, cfg.crop_scale, cfg.hflip), eval_transform(input_cfg),
         num_held_out=cfg.num_held_out, seed=cfg.seed)
-    sampler = DistributedSampler(train_ds, num_replicas=dist.world_size, rank=dist.rank, shuffle=True,
-                                 seed=cfg.seed, drop_last=True)
-    loader = DataLoader(train_ds, batch_size=cfg.batch_size, sampler=sampler, num_workers=cfg.workers,
-                        drop_last=True, pin_memory=dist.device.type == "cuda",
-                        persistent_workers=cfg.workers > 0)
-
-    eff_batch = cfg.batch_size * cfg.accum_iter * dist.world_size
-    lr = cfg.lr if cfg.lr is not None else cfg.blr * eff_batch / 256
+    loader = train_loader(train_ds, cfg, dist)
+    lr, eff_batch = scaled_lr(cfg, dist)
     groups = param_groups_weight_decay(model, cfg.weight_decay, no_weight_decay_list=model.no_weight_decay())
     optimizer = torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.95))
-    trainer_cfg = TrainConfig(out_dir=cfg.out, epochs=cfg.epochs, accum_iter=cfg.accum_iter, precision=cfg.precision,
-                              clip_grad=cfg.clip_grad, ckpt_every=cfg.ckpt_every, keep_checkpoints=cfg.keep_checkpoints,
-                              log_every=cfg.log_every, seed=cfg.seed, progress=cfg.progress,
-                              stop_after_epoch=cfg.stop_after_epoch)
-    updates_per_epoch = -(-len(loader) // cfg.accum_iter)
-    total, warmup = cfg.epochs * updates_per_epoch, round(cfg.warmup_epochs * updates_per_epoch)
-    if warmup >= total:
-        raise ValueError(f"--warmup-epochs {cfg.warmup_epochs} covers the whole run of {cfg.epochs} epochs; "
-                         f"use fewer warmup epochs")
-    scheduler = CosineLRScheduler(optimizer, t_initial=total - warmup, lr_min=cfg.min_lr, warmup_t=warmup,
-                                  warmup_lr_init=0.0, warmup_prefix=True, t_in_epochs=False)
+    scheduler = warmup_cosine(optimizer, cfg, len(loader))
 
     def step(train_model, imgs) -> StepOutput:
         imgs = imgs.to(dist.device, non_blocking=True)
@@ -151,10 +133,8 @@ def _pretrain(cfg: MAEPretrainConfig, resume: Optional[Path], dist: DistInfo) ->
         return StepOutput(loss=loss, batch_size=imgs.shape[0])
 
     callbacks = [ReconstructionFigures(held_out, input_cfg, cfg.out, cfg.seed)]
-    trainer = Trainer(trainer_cfg, model, optimizer, scheduler, loader, step, dist, callbacks)
-    if dist.is_main:
-        Path(cfg.out).mkdir(parents=True, exist_ok=True)
-        (Path(cfg.out) / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+    trainer = Trainer(trainer_config(cfg), model, optimizer, scheduler, loader, step, dist, callbacks)
+    write_config(cfg, dist)
     summary = trainer.train(resume=resume)
     summary.update({"model": cfg.model, "lr": lr, "effective_batch": eff_batch, "world_size": dist.world_size,
                     "train_images": len(train_ds), "out": str(cfg.out)})

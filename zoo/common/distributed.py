@@ -7,12 +7,11 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Any, Callable, Optional
+from typing import Any
 
 import torch
 import torch.distributed as dist
 
-from .checkpoint import claim_run_dir
 
 
 @dataclass(frozen=True)
@@ -61,20 +60,6 @@ def init_distributed(device: str = "auto") -> DistInfo:
 def cleanup_distributed() -> None:
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
-
-
-def run_job(job: Callable[..., Any], cfg: Any, resume: Any, dist_info: Optional[DistInfo]) -> Any:
-    """`job(cfg, resume, dist_info)` for a training command whose settings have `out`, `overwrite` and
-    `device`. With no `dist_info`, the process group is set up here (from torchrun's environment, or a
-    single process) and torn down afterwards. A fresh run first claims its directory (checkpoint.py)."""
-    own = dist_info is None
-    dist_info = dist_info or init_distributed(cfg.device)
-    try:
-        claim_run_dir(cfg.out, resume, cfg.overwrite, dist_info.is_main)
-        return job(cfg, resume, dist_info)
-    finally:
-        if own:
-            cleanup_distributed()
 
 
 def all_reduce(tensor: torch.Tensor, op: str = "sum") -> torch.Tensor:

@@ -59,7 +59,7 @@ class ClassificationMeter:
 
     def all_reduce(self) -> "ClassificationMeter":
         """Sum every counter over processes (a no-op in one process)."""
-        from ..training.distributed import all_reduce
+        from .distributed import all_reduce
 
         for name in ("loss_sum", "count", "top1", "top5", "bin_count", "bin_conf", "bin_correct", "confusion"):
             setattr(self, name, all_reduce(getattr(self, name)))

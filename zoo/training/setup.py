@@ -1,0 +1,77 @@
+"""The job setup that MAE pretraining and fine-tuning share: process group and run directory, the
+training loader, the learning rate scaled by the effective batch, warmup + cosine, the loop's
+settings, the saved config. Each command's own choices (model, data, loss, callbacks) stay in it.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable, Optional, Tuple
+
+import torch
+import yaml
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
+
+from ..common.distributed import DistInfo, cleanup_distributed, init_distributed
+from ..config import to_dict
+from .checkpoint import claim_run_dir
+from .loop import TrainConfig
+
+
+def run_job(job: Callable[..., Any], cfg: Any, resume: Any, dist_info: Optional[DistInfo]) -> Any:
+    """`job(cfg, resume, dist_info)` for a training command whose settings have `out`, `overwrite` and
+    `device`. With no `dist_info`, the process group is set up here (from torchrun's environment, or a
+    single process) and torn down afterwards. A fresh run first claims its directory (checkpoint.py)."""
+    own = dist_info is None
+    dist_info = dist_info or init_distributed(cfg.device)
+    try:
+        claim_run_dir(cfg.out, resume, cfg.overwrite, dist_info.is_main)
+        return job(cfg, resume, dist_info)
+    finally:
+        if own:
+            cleanup_distributed()
+
+
+def train_loader(dataset: Dataset, cfg: Any, dist: DistInfo) -> DataLoader:
+    """Shuffled, per-process shards of `dataset` (a `DistributedSampler` seeded with `cfg.seed`; the
+    loop reshuffles each epoch), `cfg.batch_size` images per process, the last partial batch dropped."""
+    sampler = DistributedSampler(dataset, num_replicas=dist.world_size, rank=dist.rank, shuffle=True,
+                                 seed=cfg.seed, drop_last=True)
+    return DataLoader(dataset, batch_size=cfg.batch_size, sampler=sampler, num_workers=cfg.workers,
+                      drop_last=True, pin_memory=dist.device.type == "cuda", persistent_workers=cfg.workers > 0)
+
+
+def scaled_lr(cfg: Any, dist: DistInfo) -> Tuple[float, int]:
+    """(learning rate, effective batch): `cfg.lr` if given, else `cfg.blr` x effective batch / 256
+    (effective batch = batch x accumulation steps x processes), the MAE / DeiT rule."""
+    eff_batch = cfg.batch_size * cfg.accum_iter * dist.world_size
+    return (cfg.lr if cfg.lr is not None else cfg.blr * eff_batch / 256), eff_batch
+
+
+def warmup_cosine(optimizer: torch.optim.Optimizer, cfg: Any, batches_per_epoch: int):
+    """timm's `CosineLRScheduler` stepped per optimizer update: linear warmup from 0 over
+    `cfg.warmup_epochs` (fractions allowed), then half-cycle cosine to `cfg.min_lr` over the rest of
+    `cfg.epochs`. Raises ValueError when the warmup covers the whole run."""
+    from timm.scheduler import CosineLRScheduler
+
+    updates_per_epoch = -(-batches_per_epoch // cfg.accum_iter)
+    total, warmup = cfg.epochs * updates_per_epoch, round(cfg.warmup_epochs * updates_per_epoch)
+    if warmup >= total:
+        raise ValueError(f"--warmup-epochs {cfg.warmup_epochs} covers the whole run of {cfg.epochs} epochs; "
+                         f"use fewer warmup epochs")
+    return CosineLRScheduler(optimizer, t_initial=total - warmup, lr_min=cfg.min_lr, warmup_t=warmup,
+                             warmup_lr_init=0.0, warmup_prefix=True, t_in_epochs=False)
+
+
+def trainer_config(cfg: Any) -> TrainConfig:
+    """The loop's settings, taken from a command's settings of the same names."""
+    return TrainConfig(out_dir=cfg.out, epochs=cfg.epochs, accum_iter=cfg.accum_iter, precision=cfg.precision,
+                       clip_grad=cfg.clip_grad, ckpt_every=cfg.ckpt_every, keep_checkpoints=cfg.keep_checkpoints,
+                       log_every=cfg.log_every, seed=cfg.seed, progress=cfg.progress,
+                       stop_after_epoch=cfg.stop_after_epoch)
+
+
+def write_config(cfg: Any, dist: DistInfo) -> None:
+    """The run directory, with the effective settings in `config.yaml` (what `--resume` reads); main process."""
+    if dist.is_main:
+        Path(cfg.out).mkdir(parents=True, exist_ok=True)
+        (Path(cfg.out) / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
