@@ -50,26 +50,28 @@ class Attention(nn.Module):
     def _heads(self, t: torch.Tensor) -> torch.Tensor:  # (B, L, D) -> (B, heads, L, head_dim)
         return t.unflatten(-1, (self.num_heads, self.head_dim)).transpose(1, 2)
 
-    def forward(
-        self,
-        x: torch.Tensor,
-        attn_mask: Optional[torch.Tensor] = None,
-        num_queries: Optional[int] = None,
-    ) -> torch.Tensor:
-        """(B, N, D) -> (B, N, D), or (B, num_queries, D): outputs for the first `num_queries` tokens only.
-
-        `attn_mask` is added to the attention logits (bool: True = attend), as in SDPA.
-        """
+    def forward(self, x: torch.Tensor, attn_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """(B, N, D) -> (B, N, D). `attn_mask` is added to the attention logits (bool: True = attend),
+        as in SDPA."""
         B, N, D = x.shape
-        if num_queries is None:
-            q, k, v = self.qkv(x).view(B, N, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
-        else:
-            # Queries for the first tokens only; keys and values for all. Same weights, fewer FLOPs.
-            w, b = self.qkv.weight, self.qkv.bias
-            q = self._heads(linear(x[:, :num_queries], w[:D], None if b is None else b[:D]))
-            k, v = linear(x, w[D:], None if b is None else b[D:]).view(
-                B, N, 2, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
-        q, k = self.q_norm(q), self.k_norm(k)  # (B, heads, L, head_dim)
+        q, k, v = self.qkv(x).view(B, N, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
+        return self._attend(q, k, v, attn_mask)
+
+    def _forward_first_rows(self, x: torch.Tensor, rows: int,
+                            attn_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """(B, N, D) -> (B, rows, D): `forward(x)[:, :rows]` with queries for those tokens only (keys and
+        values for all): same weights, fewer FLOPs. For a model whose head reads only the first tokens."""
+        B, N, D = x.shape
+        w, b = self.qkv.weight, self.qkv.bias
+        q = self._heads(linear(x[:, :rows], w[:D], None if b is None else b[:D]))
+        k, v = linear(x, w[D:], None if b is None else b[D:]).view(
+            B, N, 2, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
+        return self._attend(q, k, v, attn_mask)
+
+    def _attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                attn_mask: Optional[torch.Tensor]) -> torch.Tensor:
+        """(B, heads, L, head_dim) queries, (B, heads, N, head_dim) keys and values -> (B, L, D) projected."""
+        q, k = self.q_norm(q), self.k_norm(k)
 
         dropout_p = self.attn_drop if self.training else 0.0
         if self.attn_sink is None and not _prefer_explicit(q):

@@ -44,17 +44,14 @@ class Block(nn.Module):
         self.ls2 = LayerScale(dim, init_values) if init_values else nn.Identity()
         self.drop_path2 = DropPath(drop_path) if drop_path > 0 else nn.Identity()
 
-    def forward(
-        self,
-        x: torch.Tensor,
-        attn_mask: Optional[torch.Tensor] = None,
-        num_queries: Optional[int] = None,
-    ) -> torch.Tensor:
-        """(B, N, D) -> (B, N, D); with `num_queries`, only the first `num_queries` tokens are computed
-        and returned, (B, num_queries, D). They equal the full block's first outputs exactly."""
-        attn = self.attn(self.norm1(x), attn_mask=attn_mask, num_queries=num_queries)
-        if num_queries is not None:
-            x = x[:, :num_queries]
-        x = x + self.drop_path1(self.ls1(attn))
-        x = x + self.drop_path2(self.ls2(self.mlp(self.norm2(x))))
-        return x
+    def forward(self, x: torch.Tensor, attn_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """(B, N, D) -> (B, N, D)."""
+        x = x + self.drop_path1(self.ls1(self.attn(self.norm1(x), attn_mask=attn_mask)))
+        return x + self.drop_path2(self.ls2(self.mlp(self.norm2(x))))
+
+    def _forward_first_rows(self, x: torch.Tensor, rows: int) -> torch.Tensor:
+        """(B, N, D) -> (B, rows, D): exactly `forward(x)[:, :rows]`, computing attention queries and the
+        MLP for those rows only (every token still serves as key and value). Used by ViT's `forward`
+        for the last block when the head reads only the class (and distillation) token."""
+        x_rows = x[:, :rows] + self.drop_path1(self.ls1(self.attn._forward_first_rows(self.norm1(x), rows)))
+        return x_rows + self.drop_path2(self.ls2(self.mlp(self.norm2(x_rows))))

@@ -25,7 +25,9 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from ..layers import (
-    DropPath, LayerNorm, Linear, Mlp, PatchEmbed, PatchMerging, WindowAttention, to_2tuple, window_geometry, window_partition, window_reverse)
+    DropPath, LayerNorm, Linear, Mlp, PatchEmbed, PatchMerging, WindowAttention, to_2tuple, window_geometry,
+    window_partition, window_reverse)
+from .features import take_indices
 
 GLOBAL_POOLS = ("avg", "max", "")
 SwinNorm = partial(LayerNorm, eps=1e-5)  # Swin's LayerNorms use PyTorch's default eps, not ViT's 1e-6
@@ -303,7 +305,7 @@ class SwinTransformer(nn.Module):
         """
         if output_fmt not in ("NCHW", "NHWC"):
             raise ValueError(f"output_fmt must be 'NCHW' or 'NHWC', got {output_fmt!r}")
-        take = _take_indices(self.num_layers, indices)
+        take = take_indices(self.num_layers, indices, "stage")
         last = self.num_layers - 1
         run = max(take) + 1 if (stop_early or intermediates_only) else self.num_layers
         x = self.patch_embed(x)
@@ -316,17 +318,3 @@ class SwinTransformer(nn.Module):
         if intermediates_only:
             return maps
         return (self.norm(x) if run == self.num_layers else x), maps
-
-
-def _take_indices(num_stages: int, indices: Optional[Union[int, Sequence[int]]]) -> List[int]:
-    if indices is None:
-        return list(range(num_stages))
-    if isinstance(indices, int):
-        if not 1 <= indices <= num_stages:
-            raise ValueError(f"indices={indices}: this model has {num_stages} stages; ask for the last 1 to "
-                             f"{num_stages}, or pass a list of stage indices")
-        return list(range(num_stages - indices, num_stages))
-    take = sorted({i + num_stages if i < 0 else i for i in indices})
-    if not take or take[0] < 0 or take[-1] >= num_stages:
-        raise ValueError(f"stage indices {list(indices)} out of range for {num_stages} stages")
-    return take

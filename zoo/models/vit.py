@@ -20,6 +20,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from ..layers import Block, LayerNorm, Linear, Mlp, PatchEmbed, SwiGLU, resample_pos_embed, sincos_2d_pos_embed, to_2tuple
+from .features import intermediate_layers
 
 MLP_LAYERS = {"mlp": Mlp, "swiglu": SwiGLU}
 GLOBAL_POOLS = ("token", "avg", "")
@@ -82,19 +83,7 @@ class VisionTransformer(nn.Module):
         norm_eps: float = 1e-6,
     ) -> None:
         super().__init__()
-        if global_pool not in GLOBAL_POOLS:
-            raise ValueError(f"global_pool must be one of {GLOBAL_POOLS}, got {global_pool!r}")
-        if global_pool == "token" and not class_token:
-            raise ValueError("global_pool='token' needs class_token=True; use global_pool='avg' without one")
-        if pos_embed not in POS_EMBEDS:
-            raise ValueError(f"pos_embed must be one of {POS_EMBEDS}, got {pos_embed!r}")
-        if mlp_layer not in MLP_LAYERS:
-            raise ValueError(f"mlp_layer must be one of {tuple(MLP_LAYERS)}, got {mlp_layer!r}")
-        if distilled and (not class_token or global_pool != "token"):
-            raise ValueError("distilled=True needs class_token=True and global_pool='token'")
-        if reg_tokens < 0 or depth < 1 or num_classes < 0:
-            raise ValueError(f"need reg_tokens >= 0, depth >= 1, num_classes >= 0; got {reg_tokens}, {depth}, "
-                             f"{num_classes}")
+        _check_args(global_pool, class_token, pos_embed, mlp_layer, distilled, reg_tokens, depth, num_classes)
         use_fc_norm = global_pool == "avg" if fc_norm is None else fc_norm
 
         self.num_classes = num_classes
@@ -112,16 +101,12 @@ class VisionTransformer(nn.Module):
         self.patch_embed = PatchEmbed(
             img_size, patch_size, in_chans, embed_dim,
             strict_img_size=not dynamic_img_size, dynamic_img_pad=dynamic_img_pad)
-        self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim)) if class_token else None
-        self.dist_token = nn.Parameter(torch.zeros(1, 1, embed_dim)) if distilled else None
-        self.reg_token = nn.Parameter(torch.zeros(1, reg_tokens, embed_dim)) if reg_tokens else None
-        self.pos_embed: Optional[nn.Parameter] = None
-        if pos_embed != "none":
-            prefix_rows = 0 if no_embed_class else self.num_prefix_tokens
-            # A fixed 'sincos' table is still a (frozen) parameter so checkpoints carry `pos_embed` as in MAE.
-            self.pos_embed = nn.Parameter(
-                torch.zeros(1, prefix_rows + self.patch_embed.num_patches, embed_dim),
-                requires_grad=pos_embed == "learn")
+        self.cls_token = _zeros(1, embed_dim) if class_token else None
+        self.dist_token = _zeros(1, embed_dim) if distilled else None
+        self.reg_token = _zeros(reg_tokens, embed_dim) if reg_tokens else None
+        # A fixed 'sincos' table is still a (frozen) parameter so checkpoints carry `pos_embed` as in MAE.
+        rows = (0 if no_embed_class else self.num_prefix_tokens) + self.patch_embed.num_patches
+        self.pos_embed = _zeros(rows, embed_dim, pos_embed == "learn") if pos_embed != "none" else None
         self.pos_embed_type = pos_embed
         self.pos_drop = nn.Dropout(pos_drop_rate)
 
@@ -140,24 +125,9 @@ class VisionTransformer(nn.Module):
         self.init_weights()
 
     # ----------------------------------------------------------------------------------- set-up
-    @torch.no_grad()
     def init_weights(self) -> None:
         """timm's default init: trunc-normal(0.02) Linears and learned positions, tiny class/register tokens."""
-        for m in self.modules():
-            if isinstance(m, nn.Linear):
-                nn.init.trunc_normal_(m.weight, std=0.02)
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-        if self.pos_embed is not None:
-            if self.pos_embed_type == "sincos":
-                self.pos_embed.copy_(sincos_2d_pos_embed(
-                    self.embed_dim, self.patch_embed.grid_size,
-                    0 if self.no_embed_class else self.num_prefix_tokens).unsqueeze(0))
-            else:
-                nn.init.trunc_normal_(self.pos_embed, std=0.02)
-        for token, std in ((self.cls_token, 1e-6), (self.reg_token, 1e-6), (self.dist_token, 0.02)):
-            if token is not None:
-                nn.init.trunc_normal_(token, std=std)
+        _init_weights(self)
 
     def no_weight_decay(self) -> Set[str]:
         """Parameter names that should get no weight decay (positions and tokens)."""
@@ -182,68 +152,28 @@ class VisionTransformer(nn.Module):
     def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
         """Replace the head (and DeiT's distillation head) with a fresh one of `num_classes` outputs."""
         if global_pool is not None:
-            if global_pool not in GLOBAL_POOLS:
-                raise ValueError(f"global_pool must be one of {GLOBAL_POOLS}, got {global_pool!r}")
-            if global_pool == "token" and not self.has_class_token:
-                raise ValueError("global_pool='token' needs a class token; this model has none")
-            if self.distilled and global_pool != "token":
-                raise ValueError("a distilled model pools its class and distillation tokens: global_pool='token'")
+            _check_pool(global_pool, self.has_class_token, self.distilled)
             self.global_pool = global_pool
-        device = self.patch_embed.proj.weight.device
         self.num_classes = num_classes
-
-        def new_head() -> nn.Module:
-            if not num_classes:
-                return nn.Identity()
-            head = Linear(self.embed_dim, num_classes, device=device)
-            nn.init.trunc_normal_(head.weight, std=0.02)
-            nn.init.zeros_(head.bias)
-            return head
-
-        self.head = new_head()
+        self.head = _new_head(self.embed_dim, num_classes, self.patch_embed.proj.weight.device)
         if self.distilled:
-            self.head_dist = new_head()
+            self.head_dist = _new_head(self.embed_dim, num_classes, self.patch_embed.proj.weight.device)
 
     def set_input_size(self, img_size: Union[int, Tuple[int, int]]) -> None:
         """Change the expected input size; learned positions are resampled to the new grid (bicubic)."""
-        old_grid = self.patch_embed.grid_size
-        self.patch_embed.img_size = to_2tuple(img_size, "img_size")
-        ph, pw = self.patch_embed.patch_size
-        self.patch_embed.grid_size = (self.patch_embed.img_size[0] // ph, self.patch_embed.img_size[1] // pw)
-        self.patch_embed.num_patches = self.patch_embed.grid_size[0] * self.patch_embed.grid_size[1]
-        if self.pos_embed is not None and self.patch_embed.grid_size != old_grid:
-            with torch.no_grad():
-                if self.pos_embed_type == "sincos":
-                    new = sincos_2d_pos_embed(self.embed_dim, self.patch_embed.grid_size,
-                                              0 if self.no_embed_class else self.num_prefix_tokens).unsqueeze(0)
-                else:
-                    new = resample_pos_embed(self.pos_embed.data, self.patch_embed.grid_size, old_grid,
-                                             0 if self.no_embed_class else self.num_prefix_tokens)
-            self.pos_embed = nn.Parameter(new.to(self.pos_embed), requires_grad=self.pos_embed.requires_grad)
+        _set_grid(self, to_2tuple(img_size, "img_size"))
 
     # ---------------------------------------------------------------------------------- forward
     def _embed(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C, H, W) images -> (B, prefix + N, D) tokens with positions added."""
-        B = x.shape[0]
-        grid = self.patch_embed.feat_size(tuple(x.shape[-2:])) if x.ndim == 4 else None
-        x = self.patch_embed(x)  # validates the input; (B, N, D)
-        prefix = [t.expand(B, -1, -1) for t in (self.cls_token, self.dist_token, self.reg_token) if t is not None]
-        pos = self.pos_embed
-        if pos is None:
-            return self.pos_drop(torch.cat(prefix + [x], dim=1))
-        if self.dynamic_img_size:
-            pos = resample_pos_embed(pos, grid, self.patch_embed.grid_size,
-                                     0 if self.no_embed_class else self.num_prefix_tokens)
-        if self.no_embed_class:  # positions for the patches only, then prepend the prefix tokens
-            x = torch.cat(prefix + [x + pos], dim=1)
-        else:  # positions cover the prefix tokens too
-            x = torch.cat(prefix + [x], dim=1) + pos
-        return self.pos_drop(x)
+        return self.pos_drop(_embed_tokens(self, x))
 
-    def _block(self, block: nn.Module, x: torch.Tensor, num_queries: Optional[int] = None) -> torch.Tensor:
+    def _block(self, block: nn.Module, x: torch.Tensor, rows: Optional[int] = None) -> torch.Tensor:
+        """One block, checkpointed when asked; with `rows`, only the first `rows` tokens' outputs."""
+        fn = block if rows is None else (lambda t: block._forward_first_rows(t, rows))
         if self.grad_checkpointing and torch.is_grad_enabled() and not torch.jit.is_scripting():
-            return checkpoint(block, x, None, num_queries, use_reentrant=False)
-        return block(x, num_queries=num_queries)
+            return checkpoint(fn, x, use_reentrant=False)
+        return fn(x)
 
     def forward_tokens(self, x: torch.Tensor) -> torch.Tensor:
         """(B, T, D) embedded tokens -> (B, T, D) after every block, before the final norm.
@@ -306,29 +236,98 @@ class VisionTransformer(nn.Module):
         `reshape=True`; with `return_class_token=True` each item is `(patches, class_token (B, D))`.
         `norm=True` applies the final norm first. Blocks after the last one asked for are not run.
         """
-        depth = len(self.blocks)
-        if isinstance(n, int):
-            if not 1 <= n <= depth:
-                raise ValueError(f"n={n}: this model has {depth} blocks; ask for 1 to {depth}")
-            take = list(range(depth - n, depth))
+        return intermediate_layers(self, x, n, reshape, return_class_token, norm)
+
+
+def _check_args(global_pool: str, class_token: bool, pos_embed: str, mlp_layer: str, distilled: bool,
+                reg_tokens: int, depth: int, num_classes: int) -> None:
+    """The constructor's ValueErrors, naming the argument and what it may be."""
+    _check_pool(global_pool, class_token, distilled)
+    if pos_embed not in POS_EMBEDS:
+        raise ValueError(f"pos_embed must be one of {POS_EMBEDS}, got {pos_embed!r}")
+    if mlp_layer not in MLP_LAYERS:
+        raise ValueError(f"mlp_layer must be one of {tuple(MLP_LAYERS)}, got {mlp_layer!r}")
+    if reg_tokens < 0 or depth < 1 or num_classes < 0:
+        raise ValueError(f"need reg_tokens >= 0, depth >= 1, num_classes >= 0; got {reg_tokens}, {depth}, "
+                         f"{num_classes}")
+
+
+def _zeros(rows: int, dim: int, learned: bool = True) -> nn.Parameter:
+    """A (1, rows, dim) parameter of zeros (tokens, positions); `init_weights` fills it."""
+    return nn.Parameter(torch.zeros(1, rows, dim), requires_grad=learned)
+
+
+def _check_pool(global_pool: str, class_token: bool, distilled: bool) -> None:
+    if global_pool not in GLOBAL_POOLS:
+        raise ValueError(f"global_pool must be one of {GLOBAL_POOLS}, got {global_pool!r}")
+    if global_pool == "token" and not class_token:
+        raise ValueError("global_pool='token' needs class_token=True; use global_pool='avg' without one")
+    if distilled and (not class_token or global_pool != "token"):
+        raise ValueError("distilled=True needs class_token=True and global_pool='token' (DeiT's two heads read "
+                         "the class and distillation tokens)")
+
+
+@torch.no_grad()
+def _init_weights(model: VisionTransformer) -> None:
+    for m in model.modules():
+        if isinstance(m, nn.Linear):
+            nn.init.trunc_normal_(m.weight, std=0.02)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+    if model.pos_embed is not None:
+        if model.pos_embed_type == "sincos":
+            model.pos_embed.copy_(sincos_2d_pos_embed(
+                model.embed_dim, model.patch_embed.grid_size,
+                0 if model.no_embed_class else model.num_prefix_tokens).unsqueeze(0))
         else:
-            take = sorted({i + depth if i < 0 else i for i in n})
-            if not take or take[0] < 0 or take[-1] >= depth:
-                raise ValueError(f"block indices {list(n)} out of range for {depth} blocks")
-        if return_class_token and not self.has_class_token:
-            raise ValueError("return_class_token=True but this model has no class token")
-        B = x.shape[0]
-        grid = self.patch_embed.feat_size(tuple(x.shape[-2:])) if x.ndim == 4 else None
-        x = self._embed(x)
-        outputs = []
-        for i, block in enumerate(self.blocks[: take[-1] + 1]):
-            x = self._block(block, x)
-            if i in take:
-                outputs.append(self.norm(x) if norm else x)
-        class_tokens = [out[:, 0] for out in outputs]
-        outputs = [out[:, self.num_prefix_tokens:] for out in outputs]
-        if reshape:
-            outputs = [out.reshape(B, grid[0], grid[1], -1).permute(0, 3, 1, 2).contiguous() for out in outputs]
-        if return_class_token:
-            return tuple(zip(outputs, class_tokens))
-        return tuple(outputs)
+            nn.init.trunc_normal_(model.pos_embed, std=0.02)
+    for token, std in ((model.cls_token, 1e-6), (model.reg_token, 1e-6), (model.dist_token, 0.02)):
+        if token is not None:
+            nn.init.trunc_normal_(token, std=std)
+
+
+def _embed_tokens(model: VisionTransformer, x: torch.Tensor) -> torch.Tensor:
+    """Patch tokens with the prefix tokens in front (cls, dist, registers) and positions added (resampled
+    for another grid with `dynamic_img_size`): (B, C, H, W) -> (B, prefix + N, D)."""
+    B = x.shape[0]
+    grid = model.patch_embed.feat_size(tuple(x.shape[-2:])) if x.ndim == 4 else None
+    x = model.patch_embed(x)  # validates the input; (B, N, D)
+    prefix = [t.expand(B, -1, -1) for t in (model.cls_token, model.dist_token, model.reg_token) if t is not None]
+    pos = model.pos_embed
+    if pos is None:
+        return torch.cat(prefix + [x], dim=1)
+    if model.dynamic_img_size:
+        pos = resample_pos_embed(pos, grid, model.patch_embed.grid_size,
+                                 0 if model.no_embed_class else model.num_prefix_tokens)
+    if model.no_embed_class:  # positions for the patches only, then prepend the prefix tokens
+        x = torch.cat(prefix + [x + pos], dim=1)
+    else:  # positions cover the prefix tokens too
+        x = torch.cat(prefix + [x], dim=1) + pos
+    return x
+
+
+@torch.no_grad()
+def _set_grid(model: VisionTransformer, img_size: Tuple[int, int]) -> None:
+    """`set_input_size`: the patch grid for `img_size`, positions recomputed (sin-cos) or resampled."""
+    old_grid = model.patch_embed.grid_size
+    model.patch_embed.img_size = img_size
+    ph, pw = model.patch_embed.patch_size
+    model.patch_embed.grid_size = (img_size[0] // ph, img_size[1] // pw)
+    model.patch_embed.num_patches = model.patch_embed.grid_size[0] * model.patch_embed.grid_size[1]
+    if model.pos_embed is not None and model.patch_embed.grid_size != old_grid:
+        prefix = 0 if model.no_embed_class else model.num_prefix_tokens
+        if model.pos_embed_type == "sincos":
+            new = sincos_2d_pos_embed(model.embed_dim, model.patch_embed.grid_size, prefix).unsqueeze(0)
+        else:
+            new = resample_pos_embed(model.pos_embed.data, model.patch_embed.grid_size, old_grid, prefix)
+        model.pos_embed = nn.Parameter(new.to(model.pos_embed), requires_grad=model.pos_embed.requires_grad)
+
+
+def _new_head(dim: int, num_classes: int, device: torch.device) -> nn.Module:
+    """A fresh classifier: trunc-normal(0.02) weights, zero bias; nn.Identity for num_classes=0."""
+    if not num_classes:
+        return nn.Identity()
+    head = Linear(dim, num_classes, device=device)
+    nn.init.trunc_normal_(head.weight, std=0.02)
+    nn.init.zeros_(head.bias)
+    return head
