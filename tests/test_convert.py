@@ -1,5 +1,5 @@
-"""zoo.convert, through zoo.create and `zoo convert`: transformers repos and research checkpoints load
-into zoo's models and reproduce their reference implementations.
+"""The families' converters (zoo/models/*_checkpoints.py), through zoo.create and `zoo convert`:
+transformers repos and research checkpoints load into zoo's models and reproduce their reference implementations.
 
 transformers models are randomly initialised and written with their own `save_pretrained`; research
 checkpoints are laid out as the MAE and DINOv2 repositories publish them (timm's `checkpoint_filter_fn`

@@ -25,6 +25,8 @@ from torch.utils.data import Dataset
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms import v2
 
+from .helpers import to_2tuple
+
 IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif", ".ppm")
 DIGITS = "digits"
 _INTERPOLATION = {"bicubic": InterpolationMode.BICUBIC, "bilinear": InterpolationMode.BILINEAR,
@@ -131,13 +133,9 @@ DIGIT_CLASSES = [str(i) for i in range(10)]
 
 
 # ----------------------------------------------------------------------------------- transforms
-def _size(img_size) -> Tuple[int, int]:
-    return (img_size, img_size) if isinstance(img_size, int) else (int(img_size[0]), int(img_size[1]))
-
-
 def pretrain_transform(input_cfg: dict, crop_scale: Tuple[float, float] = (0.2, 1.0), hflip: float = 0.5):
     """MAE's augmentation: RandomResizedCrop(scale) + horizontal flip, then normalise."""
-    ops = [v2.RandomResizedCrop(_size(input_cfg["img_size"]), scale=tuple(crop_scale),
+    ops = [v2.RandomResizedCrop(to_2tuple(input_cfg["img_size"], "img_size"), scale=tuple(crop_scale),
                                 interpolation=_INTERPOLATION[input_cfg["interpolation"]], antialias=True)]
     if hflip > 0:
         ops.append(v2.RandomHorizontalFlip(hflip))
@@ -147,7 +145,7 @@ def pretrain_transform(input_cfg: dict, crop_scale: Tuple[float, float] = (0.2, 
 
 def eval_transform(input_cfg: dict):
     """Resize the short side to size / crop_pct, center-crop to size, normalise (timm's eval recipe)."""
-    h, w = _size(input_cfg["img_size"])
+    h, w = to_2tuple(input_cfg["img_size"], "img_size")
     scale = math.floor(max(h, w) / input_cfg["crop_pct"])
     return v2.Compose([
         v2.Resize(scale, interpolation=_INTERPOLATION[input_cfg["interpolation"]], antialias=True),
