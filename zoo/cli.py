@@ -116,7 +116,7 @@ def cmd_info(args: argparse.Namespace) -> int:
         print("  weights")
         rows = []
         for i, w in enumerate(variant.weights.values()):
-            metrics = " ".join(f"{k} {v:.1f}" for k, v in (("top1", w.top1), ("top5", w.top5)) if v is not None)
+            metrics = " ".join(f"{k} {v:.1f}" for k, v in w.metrics.items())
             rows.append([f"    {w.tag}" + (" (default)" if i == 0 else ""), w.hf_hub_id, w.license or "?",
                          f"{w.num_classes} classes" if w.num_classes else "no head", metrics])
         print(_table(rows, ["    tag", "hub repo", "license", "head", "reported"]))
@@ -347,8 +347,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("convert", help="convert a research checkpoint (.pth) to a zoo folder",
                        description="Read a research release with torch.load(weights_only=True), map its keys "
                                    "and write a zoo folder (model.safetensors, config.json, README.md).")
-    p.add_argument("--from", dest="source", required=True, choices=factory.research_sources(),
-                   help="where the checkpoint comes from")
+    p.add_argument("--from", dest="source", required=True, metavar="SOURCE",
+                   help="the release it is: mae, dinov2 or swin (and any a plugin family reads)")
     p.add_argument("src", help="the .pth file")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--model", help="registry variant it is, when the checkpoint's shapes do not say")

@@ -186,14 +186,13 @@ def load_saved(ref: PathLike, num_classes: Optional[int] = None, img_size: Optio
     transformers format. What `create` calls for such names. The config is checked before the
     weights are read: it may only name what this registry knows (RepoConfigError otherwise)."""
     registry = registry or REGISTRY
+    registry.ensure_loaded()  # plugin families included
     source = Source.parse(ref, revision, cache_dir)
     what = source.describe(CONFIG_NAME)
     config = read_json(source.fetch(CONFIG_NAME), what)
     fmt = origins.config_format(config, what)
-    if fmt == "zoo":
-        family, args, input_cfg, name, tag = origins.zoo_spec(config, what, registry)
-    elif fmt == "timm":
-        family, args, input_cfg, name, tag = origins.timm_spec(config, what, registry)
+    if fmt != "transformers":
+        family, args, input_cfg, name, tag = _saved_spec(registry, config, fmt, what)
     state_dict = read_safetensors(source.fetch(WEIGHTS_NAME), source.describe(WEIGHTS_NAME), source.hint)
     notes: List[str] = []
     if fmt == "transformers":  # keys and builder arguments both come from the family's converter
@@ -212,6 +211,35 @@ def load_saved(ref: PathLike, num_classes: Optional[int] = None, img_size: Optio
     return model
 
 
+def _saved_spec(registry: Registry, config: Mapping[str, Any], fmt: str, what: str) -> origins.Spec:
+    """A zoo or timm config.json read by `zoo.weights.origins`, checked against the registry: a
+    registered family (or timm architecture) and arguments its builder accepts. RepoConfigError if not."""
+    if fmt == "timm":
+        arch = config.get("architecture")
+        try:
+            variant = registry.model_info(arch)
+        except UnknownModelError as e:
+            raise RepoConfigError(f"{what}: timm architecture {arch!r} is not a zoo model: {e}") from None
+        spec = origins.timm_spec(config, what, variant)
+        _check_args(registry, variant.family, config.get("model_args") or {}, f"{what}: model_args")
+        return spec
+    spec = origins.zoo_spec(config, what)
+    if spec[0] not in registry.families:
+        raise RepoConfigError(
+            f"{what} names family {spec[0]!r}, which is not registered here (registered: "
+            f"{', '.join(sorted(registry.families))}). zoo builds only registered families and never imports code "
+            f"named by a downloaded file; if you trust the family's package, install it (it registers through "
+            f"the zoo.plugins entry point) and load again.")
+    _check_args(registry, spec[0], spec[1], what)
+    return spec
+
+
+def _check_args(registry: Registry, family: str, args: Mapping[str, Any], what: str) -> None:
+    unknown = registry.unknown_arg(family, args)
+    if unknown is not None:
+        raise RepoConfigError(f"{what}: {unknown[1]}")
+
+
 def variant_cost(name: str, input_size: Optional[Sequence[int]] = None) -> dict:
     """{'params': int, 'macs': int, 'input_size': (C, H, W)} for a registered variant, measured on the
     meta device (no memory, no arithmetic); `input_size` defaults to the variant's."""
@@ -225,33 +253,50 @@ def variant_cost(name: str, input_size: Optional[Sequence[int]] = None) -> dict:
 
 # ====================================================================================== saving
 def save_pretrained(model: nn.Module, save_dir: PathLike, format: str = "zoo", license: Optional[str] = None,
-                    metrics: Optional[Mapping[str, float]] = None, repo_id: Optional[str] = None) -> Path:
-    """Write `model` (from `zoo.create`) to `save_dir`: model.safetensors, config.json and a README.md
-    model card; see `zoo.weights.save.save_pretrained` for the formats ("zoo", "timm") and errors."""
-    return save.save_pretrained(model, save_dir, REGISTRY, format=format, license=license, metrics=metrics,
-                                repo_id=repo_id)
+                    metrics: Optional[Mapping[str, float]] = None, repo_id: Optional[str] = None,
+                    registry: Optional[Registry] = None) -> Path:
+    """Write `model` (from `zoo.create`, with the same `registry`) to `save_dir`: model.safetensors,
+    config.json and a README.md model card; see `zoo.weights.save.save_pretrained` for the formats
+    ("zoo", "timm"), the defaults of `license` / `metrics` and the errors."""
+    registry = registry or REGISTRY
+    cfg = save.zoo_config_of(model)
+    family = registry.families[cfg["family"]]
+    name = cfg.get("name")
+    timm_variant = registry.variants.get(name) if format == "timm" and name else None
+    timm_args = registry.complete_args(timm_variant.family, timm_variant.args) if timm_variant else None
+    return save.save_pretrained(model, save_dir, family, registry.complete_args(family.name, cfg["args"]),
+                                timm_args, format=format, license=license, metrics=metrics, repo_id=repo_id)
 
 
 def push_to_hub(model: nn.Module, repo_id: str, private: Optional[bool] = None, revision: Optional[str] = None,
-                commit_message: Optional[str] = None, token: Optional[str] = None, format: str = "zoo"):
+                commit_message: Optional[str] = None, token: Optional[str] = None, format: str = "zoo",
+                registry: Optional[Registry] = None):
     """Save `model` (see `save_pretrained`) and upload it to the Hub repo `repo_id`, created if needed.
     Returns huggingface_hub's CommitInfo (its `.commit_url` links the commit)."""
     with tempfile.TemporaryDirectory(prefix="zoo-push-") as tmp:
-        save_pretrained(model, tmp, format=format, repo_id=repo_id)
+        save_pretrained(model, tmp, format=format, repo_id=repo_id, registry=registry)
         return push_folder(tmp, repo_id, private=private, revision=revision, commit_message=commit_message,
-                           token=token)
+                           token=token, registry=registry)
 
 
 def push_folder(folder: PathLike, repo_id: str, private: Optional[bool] = None, revision: Optional[str] = None,
-                commit_message: Optional[str] = None, token: Optional[str] = None):
-    """Upload a folder written by `save_pretrained`; see `zoo.weights.push.push_folder`."""
-    return push.push_folder(folder, repo_id, REGISTRY, private=private, revision=revision,
-                            commit_message=commit_message, token=token)
+                commit_message: Optional[str] = None, token: Optional[str] = None,
+                registry: Optional[Registry] = None):
+    """Upload a folder written by `save_pretrained` (see `zoo.weights.push.push_folder`), after checking
+    that its zoo config names a family this registry has, with arguments its builder accepts."""
+    registry = registry or REGISTRY
+    registry.ensure_loaded()
+    source = Source(folder=folder)
+    config = read_json(source.fetch(CONFIG_NAME), source.describe(CONFIG_NAME))
+    if origins.config_format(config, source.describe(CONFIG_NAME)) == "zoo":
+        _saved_spec(registry, config, "zoo", source.describe(CONFIG_NAME))
+    return push.push_folder(folder, repo_id, private=private, revision=revision, commit_message=commit_message,
+                            token=token)
 
 
 # ============================================================================ fetching, converting
 def download(name: str, revision: Optional[str] = None, cache_dir: Optional[PathLike] = None,
-             force: bool = False) -> List[Path]:
+             force: bool = False, registry: Optional[Registry] = None) -> List[Path]:
     """Fetch into the Hugging Face cache what `create(name, pretrained=True)` (registry names) or
     `create(name)` (`hf-hub:` repos) needs, verified. Returns the local paths."""
     if isinstance(name, str) and name.startswith("hf-hub:"):
@@ -259,7 +304,7 @@ def download(name: str, revision: Optional[str] = None, cache_dir: Optional[Path
         paths = [source.fetch(CONFIG_NAME, force=force), source.fetch(WEIGHTS_NAME, force=force)]
         read_safetensors(paths[1], source.describe(WEIGHTS_NAME), source.hint, header_only=True)
         return paths + [p for p in [source.fetch_optional("preprocessor_config.json")] if p is not None]
-    variant, tag = REGISTRY.resolve(name)
+    variant, tag = (registry or REGISTRY).resolve(name)
     tag = tag or variant.default_tag
     if tag is None:
         raise ValueError(f"model {variant.name!r} has no pretrained weights to download")
@@ -272,23 +317,19 @@ def download(name: str, revision: Optional[str] = None, cache_dir: Optional[Path
     return paths
 
 
-def research_sources() -> List[str]:
-    """The research releases `convert_release` reads (`zoo convert --from`), from the registered families."""
-    REGISTRY.ensure_loaded()
-    return sorted(k for f in REGISTRY.families.values() for k in f.research)
-
-
-def convert_release(src: PathLike, source: str, out_dir: PathLike, model: Optional[str] = None) -> Path:
-    """A research release (`source`: one of `research_sources()`, e.g. "mae", "dinov2", "swin") -> a zoo
-    folder at `out_dir`. The file is read with `torch.load(weights_only=True)` only
-    (`zoo.weights.research`); `model` names the registry variant when the checkpoint's shapes do not."""
-    state_dict = research.read_checkpoint(src)
+def convert_release(src: PathLike, source: str, out_dir: PathLike, model: Optional[str] = None,
+                    registry: Optional[Registry] = None) -> Path:
+    """A research release (`source`: one of `registry.readers("research")`; built in: "mae", "dinov2",
+    "swin") -> a zoo folder at `out_dir`. The file is read with `torch.load(weights_only=True)` only
+    (`zoo.weights.research`); `model` names the registry variant when the checkpoint's shapes do not.
+    Raises RepoConfigError naming the file for an unknown source or model or an unreadable checkpoint."""
+    registry = registry or REGISTRY
     label = str(Path(src).expanduser())
     try:
-        _, convert = REGISTRY.converter("research", source)
-        named = REGISTRY.model_info(model) if model else None
-        converted = convert(state_dict, named)
-        variant, args = _complete_release(converted, named)
+        _, convert = registry.converter("research", source)
+        named = registry.model_info(model) if model else None
+        converted = convert(research.read_checkpoint(src), named)
+        variant, args = _complete_release(registry, converted, named)
     except (UnknownModelError, ConversionError) as e:
         raise RepoConfigError(f"{label}: {e}") from None
     tag = converted.tag if variant is not None and converted.tag in variant.weights else None
@@ -296,18 +337,19 @@ def convert_release(src: PathLike, source: str, out_dir: PathLike, model: Option
     input_cfg = (weight.input if weight is not None and weight.input is not None else variant.input) if variant \
         else InputConfig(img_size=(224, 224))
     input_cfg = parse_input({"img_size": args.get("img_size", list(input_cfg.img_size))}, base=input_cfg)
-    built = build(REGISTRY, converted.family, args, input_cfg, name=variant.name if variant else None, tag=tag)
-    adapt.load_state_dict(built, converted.state_dict, REGISTRY.families[converted.family],
-                          REGISTRY.complete_args(converted.family, args), label, converted.notes)
+    built = build(registry, converted.family, args, input_cfg, name=variant.name if variant else None, tag=tag)
+    adapt.load_state_dict(built, converted.state_dict, registry.families[converted.family],
+                          registry.complete_args(converted.family, args), label, converted.notes)
     built.zoo_config["weights"]["license"] = weight.license if weight is not None else None
-    return save_pretrained(built, out_dir)
+    return save_pretrained(built, out_dir, registry=registry)
 
 
-def _complete_release(converted: Converted, named: Optional[Variant]) -> Tuple[Optional[Variant], dict]:
+def _complete_release(registry: Registry, converted: Converted,
+                      named: Optional[Variant]) -> Tuple[Optional[Variant], dict]:
     """The registry variant a converted release is, and its complete builder arguments."""
     if converted.match is None:  # the converter read every argument
-        return named or REGISTRY.match_variant(converted.family, converted.args), converted.args
-    variant = named or REGISTRY.variant_with_tag(converted.family, converted.tag, converted.match)
+        return named or registry.match_variant(converted.family, converted.args), converted.args
+    variant = named or registry.variant_with_tag(converted.family, converted.tag, converted.match)
     if variant is None:
         described = ", ".join(f"{k}={x}" for k, x in converted.match.items())
         raise ConversionError(f"no registered variant with a {converted.tag!r} weight tag has {described}; name the "
@@ -316,10 +358,8 @@ def _complete_release(converted: Converted, named: Optional[Variant]) -> Tuple[O
 
 
 def export(src: str, out_dir: PathLike, format: str = "zoo", revision: Optional[str] = None,
-           cache_dir: Optional[PathLike] = None) -> Path:
+           cache_dir: Optional[PathLike] = None, registry: Optional[Registry] = None) -> Path:
     """Load `src` (a registry name with weights, `hf-hub:` repo or folder) and save it in `format`."""
-    if is_repo_reference(src):
-        model = create(src, revision=revision, cache_dir=cache_dir)
-    else:
-        model = create(src, pretrained=True, revision=revision, cache_dir=cache_dir)
-    return save_pretrained(model, out_dir, format=format)
+    pretrained = not is_repo_reference(src)
+    model = create(src, pretrained=pretrained, revision=revision, cache_dir=cache_dir, registry=registry)
+    return save_pretrained(model, out_dir, format=format, registry=registry)

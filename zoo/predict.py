@@ -27,11 +27,7 @@ def label_names(model) -> Optional[List[str]]:
 
 
 def load_classifier(ref: str, pretrained: Union[bool, str] = False):
-    path = Path(ref).expanduser()
-    if ref.startswith("hf-hub:") or path.is_dir():
-        model = create(ref if ref.startswith("hf-hub:") else str(path))
-    else:
-        model = create(ref, pretrained=pretrained)
+    model = create(ref, pretrained=pretrained)  # a saved folder or hf-hub: repo brings its own weights
     if not getattr(model, "num_classes", 0):
         raise ValueError(f"--model {ref}: this model has no classifier head (num_classes=0); fine-tune it first "
                          f"(zoo finetune) or use one with a head")

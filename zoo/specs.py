@@ -52,6 +52,7 @@ class InputConfig:
     interpolation: str = "bicubic"
 
     def to_dict(self) -> Dict[str, Any]:
+        """JSON-ready: tuples as lists (what config.json and `model.zoo_config["input"]` hold)."""
         return {"img_size": list(self.img_size), "mean": list(self.mean), "std": list(self.std),
                 "crop_pct": self.crop_pct, "interpolation": self.interpolation}
 
@@ -100,6 +101,7 @@ class Variant:
 
     @property
     def num_classes(self) -> int:
+        """Classifier outputs of the registered architecture (its `num_classes` argument, else 1000)."""
         return int(self.args.get("num_classes", 1000))
 
 

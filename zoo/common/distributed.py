@@ -13,9 +13,10 @@ import torch
 import torch.distributed as dist
 
 
-
 @dataclass(frozen=True)
 class DistInfo:
+    """This process's place in the job: global rank, number of processes, rank on this machine, device."""
+
     rank: int
     world_size: int
     local_rank: int
@@ -28,6 +29,7 @@ class DistInfo:
 
     @property
     def distributed(self) -> bool:
+        """More than one process (DistributedDataParallel, collective calls)."""
         return self.world_size > 1
 
 
@@ -58,6 +60,7 @@ def init_distributed(device: str = "auto") -> DistInfo:
 
 
 def cleanup_distributed() -> None:
+    """Tear down the process group, if one was set up."""
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
 

@@ -22,6 +22,10 @@ def expected_calibration_error(probs: torch.Tensor, labels: torch.Tensor, bins: 
 
 
 class ClassificationMeter:
+    """Running classification metrics over batches: loss, top-1 / top-5 (%), expected calibration error
+    (%, `bins` equal-width confidence bins) and the confusion matrix (rows: true class, columns:
+    predicted), summed over processes by `all_reduce`."""
+
     def __init__(self, num_classes: int, bins: int = ECE_BINS) -> None:
         self.num_classes, self.bins = num_classes, bins
         self.loss_sum = torch.zeros((), dtype=torch.float64)
@@ -42,6 +46,7 @@ class ClassificationMeter:
 
     @torch.no_grad()
     def update_probs(self, probs: torch.Tensor, labels: torch.Tensor) -> None:
+        """probabilities (B, C), integer labels (B,); the loss is not counted (see `update`)."""
         probs, labels = probs.float().cpu(), labels.cpu()
         k = min(5, probs.shape[1])
         top = probs.topk(k, dim=1).indices  # (B, k)
@@ -66,11 +71,13 @@ class ClassificationMeter:
         return self
 
     def ece(self) -> float:
+        """Expected calibration error, % (Guo et al. 2017): the bin-size-weighted |accuracy - confidence|."""
         n = self.bin_count.sum().clamp(min=1)
         gap = (self.bin_correct - self.bin_conf).abs()  # per bin: |correct - sum of confidences|
         return (gap.sum() / n).item() * 100
 
     def summary(self, prefix: str = "") -> Dict[str, float]:
+        """{prefix + "loss" (mean cross-entropy), "top1", "top5", "ece" (%)}."""
         n = max(self.count.item(), 1.0)
         return {f"{prefix}loss": self.loss_sum.item() / n, f"{prefix}top1": self.top1.item() / n * 100,
                 f"{prefix}top5": self.top5.item() / n * 100, f"{prefix}ece": self.ece()}

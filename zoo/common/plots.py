@@ -26,6 +26,7 @@ def _save(plt, fig, out_png: Path, dpi: int = 110) -> Path:
 
 
 def read_jsonl(path: Path) -> List[dict]:
+    """One dict per non-empty line of a JSON-lines file ([] when the file does not exist)."""
     path = Path(path)
     if not path.is_file():
         return []

@@ -9,7 +9,6 @@ from typing import List, Optional
 import torch
 
 from ..factory import create
-from ..registry import model_info
 from ..config import setting
 from ..data import classification_splits, eval_transform
 from .features import (FeatureSet, cache_key, default_cache_dir, extract_features, load_features,
@@ -54,13 +53,9 @@ def load_backbone(ref: str, pretrained: bool = False, img_size: Optional[int] = 
     An MAE model yields its encoder; heads are dropped (num_classes=0) since only features are used.
     """
     kwargs = {} if img_size is None else {"img_size": img_size}
-    if Path(ref).expanduser().is_dir() or ref.startswith("hf-hub:"):
-        model = create(str(Path(ref).expanduser()) if not ref.startswith("hf-hub:") else ref, **kwargs)
-    else:
-        info = model_info(ref)
-        if info.family != "mae":
-            kwargs["num_classes"] = 0
-        model = create(ref, pretrained=pretrained, **kwargs)
+    model = create(ref, pretrained=pretrained, **kwargs)  # a saved folder or hf-hub: repo brings its own weights
+    if getattr(model, "num_classes", 0) and hasattr(model, "reset_classifier"):
+        model.reset_classifier(0)
     if hasattr(model, "encoder") and hasattr(model, "decoder_blocks"):  # an MAE: probe its encoder
         cfg = model.zoo_config
         model = model.encoder

@@ -239,6 +239,7 @@ class SwinTransformer(nn.Module):
             stage.grad_checkpointing = enable
 
     def get_classifier(self) -> nn.Module:
+        """The classifier module (nn.Identity without a head), as in timm."""
         return self.head.fc
 
     def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:

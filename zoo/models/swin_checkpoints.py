@@ -14,7 +14,7 @@ import torch
 from ..layers import resize_relative_position_bias_table
 from ..specs import ConversionError, Converted, Variant
 from .swin import SwinTransformer
-from .vit_checkpoints import image_size, rename
+from .keymaps import fuse_qkv, image_size, merging_to_next_stage, rename
 
 StateDict = Dict[str, torch.Tensor]
 
@@ -71,7 +71,7 @@ def checkpoint_filter_fn(state_dict: StateDict, model: SwinTransformer,
 def _original_to_timm(key: str) -> str:
     """A key of microsoft/Swin-Transformer's layout in timm's: patch merging moves from the end of stage i
     to the start of stage i + 1, the head `head.*` becomes `head.fc.*`."""
-    key = re.sub(r"^layers\.(\d+)\.downsample\.", lambda m: f"layers.{int(m.group(1)) + 1}.downsample.", key)
+    key = re.sub(r"^layers\.(\d+)\.downsample\.", merging_to_next_stage, key)
     return re.sub(r"^head\.(weight|bias)$", r"head.fc.\1", key)
 
 
@@ -88,7 +88,7 @@ _SWIN_RENAMES: List[Tuple[str, str]] = [
     (r"^encoder\.layers\.(\d+)\.blocks\.(\d+)\.attention\.output\.dense\.", r"layers.\1.blocks.\2.attn.proj."),
     (r"^encoder\.layers\.(\d+)\.blocks\.(\d+)\.intermediate\.dense\.", r"layers.\1.blocks.\2.mlp.fc1."),
     (r"^encoder\.layers\.(\d+)\.blocks\.(\d+)\.output\.dense\.", r"layers.\1.blocks.\2.mlp.fc2."),
-    (r"^encoder\.layers\.(\d+)\.downsample\.", lambda m: f"layers.{int(m.group(1)) + 1}.downsample."),
+    (r"^encoder\.layers\.(\d+)\.downsample\.", merging_to_next_stage),
     (r"^layernorm\.", "norm."),
     (r"^classifier\.", "head.fc."),
 ]
@@ -116,8 +116,7 @@ def from_transformers(config: Mapping[str, Any], state_dict: StateDict) -> Conve
             notes.append("dropped the mask token (used only in masked pretraining) (1 tensor)")
         else:
             out[rename(key, _SWIN_RENAMES)] = value
-    for (block, kind), parts in sorted(qkv.items()):
-        out[f"{block}.attn.qkv.{kind}"] = torch.cat([parts["query"], parts["key"], parts["value"]], dim=0)
+    out.update(fuse_qkv(qkv))
     args = {
         "img_size": image_size(config), "patch_size": int(config.get("patch_size", 4)),
         "in_chans": int(config.get("num_channels", 3)), "embed_dim": int(config["embed_dim"]),
@@ -165,6 +164,7 @@ def from_swin_release(state_dict: StateDict, variant: Optional[Variant] = None) 
             "qkv_bias": "layers.0.blocks.0.attn.qkv.bias" in sd,
             "num_classes": sd["head.fc.weight"].shape[0] if "head.fc.weight" in sd else 0}
     return Converted("swin", args, sd, notes)
+
 
 # transformers model_type -> converter; research release name (`zoo convert --from`) -> converter
 TRANSFORMERS = {"swin": from_transformers}

@@ -147,6 +147,7 @@ class VisionTransformer(nn.Module):
         self.grad_checkpointing = enable
 
     def get_classifier(self) -> nn.Module:
+        """The classifier module (nn.Identity without a head), as in timm."""
         return self.head
 
     def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:

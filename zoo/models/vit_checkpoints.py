@@ -16,6 +16,7 @@ from torch import nn
 from ..helpers import to_2tuple
 from ..layers import resample_pos_embed
 from ..specs import ConversionError, Converted, Variant
+from .keymaps import fold_class_position, fuse_qkv, image_size, rename
 from .vit import VisionTransformer
 
 StateDict = Dict[str, torch.Tensor]
@@ -147,25 +148,20 @@ def from_transformers(config: Mapping[str, Any], state_dict: StateDict) -> Conve
     for key, value in sd.items():
         m = _QKV.match(key)
         if m:
-            qkv.setdefault((int(m.group(1)), m.group(3)), {})[m.group(2)] = value
+            qkv.setdefault((f"blocks.{m.group(1)}", m.group(3)), {})[m.group(2)] = value
             continue
         what = next((w for pattern, w in _DROPPED if re.match(pattern, key)), None)
         if what is not None:
             dropped[what] = dropped.get(what, 0) + 1
             continue
         out[rename(key, _VIT_RENAMES)] = value  # an unknown key passes through; the strict load names it
-    for (layer, kind), parts in sorted(qkv.items()):
-        if set(parts) != {"query", "key", "value"}:
-            raise ConversionError(f"layer {layer}: attention {kind} has only {sorted(parts)} of query/key/value")
-        out[f"blocks.{layer}.attn.qkv.{kind}"] = torch.cat([parts["query"], parts["key"], parts["value"]], dim=0)
+    out.update(fuse_qkv(qkv))
     notes += [f"dropped {what} ({n} tensor{'s' * (n > 1)})" for what, n in dropped.items()]
 
     if model_type == "dinov2_with_registers":
         # Registers carry no position; the class token's position row is folded into the token itself.
         args.update(reg_tokens=int(config["num_register_tokens"]), no_embed_class=True)
-        pos = out.pop("pos_embed")
-        out["cls_token"] = out["cls_token"] + pos[:, :1]
-        out["pos_embed"] = pos[:, 1:]
+        fold_class_position(out)
     args["num_classes"] = out["head.weight"].shape[0] if "head.weight" in out else 0
 
     eps = float(config.get("layer_norm_eps", 1e-6))
@@ -209,10 +205,8 @@ def from_dinov2_release(state_dict: StateDict, variant: Optional[Variant] = None
     reg = 0
     if "register_tokens" in sd:
         reg = sd["register_tokens"].shape[1]
-        pos = sd.pop("pos_embed")
         sd["reg_token"] = sd.pop("register_tokens")
-        sd["cls_token"] = sd["cls_token"] + pos[:, :1]
-        sd["pos_embed"] = pos[:, 1:]
+        fold_class_position(sd)
     swiglu = any(".mlp.w12." in k for k in sd)
     sd = {re.sub(r"\.mlp\.w12\.", ".mlp.fc1.", re.sub(r"\.mlp\.w3\.", ".mlp.fc2.", k)): v for k, v in sd.items()}
     args = dict(_vit_shapes(sd, prefix_tokens=0 if reg else 1), num_classes=0)
@@ -238,19 +232,6 @@ def _vit_shapes(sd: StateDict, prefix_tokens: int) -> Dict[str, Any]:
     return shapes
 
 
-def image_size(config: Mapping[str, Any]) -> Any:
-    """A transformers config's `image_size` as a builder argument: an int for a square, else [H, W]."""
-    h, w = to_2tuple(config.get("image_size", 224), "image_size")
-    return h if h == w else [h, w]
-
-
-def rename(key: str, table: List[Tuple[str, Any]]) -> str:
-    """`key` rewritten by the first pattern of `table` (regex, replacement) that matches, else as is."""
-    for pattern, replacement in table:
-        new, n = re.subn(pattern, replacement, key)
-        if n:
-            return new
-    return key
 
 # transformers model_type -> converter; research release name (`zoo convert --from`) -> converter
 TRANSFORMERS = {t: from_transformers for t in ("vit", "deit", "dinov2", "dinov2_with_registers", "vit_mae")}

@@ -44,7 +44,10 @@ class Registry:
 
         Usable as a decorator, `@register_family("vit")`, or a call, `register_family("vit", fn)`.
         `hooks` are `Family`'s optional fields (checkpoint_filter, classifier, first_conv, transformers,
-        research). A name can be registered once; trying to replace it raises RegistryError.
+        research). A class builder that declares `classifier` / `first_conv` class attributes or an
+        `adapt_state_dict(state_dict, source_args) -> notes` method (how zoo read them before 0.2)
+        gets them as the default hooks. A name can be registered once; trying to replace it raises
+        RegistryError.
         """
         if not isinstance(name, str) or not files.NAME_RE.match(name):
             raise RegistryError(f"family name must be lower-case letters, digits, '_' or '-', got {name!r}")
@@ -53,7 +56,7 @@ class Registry:
             if not callable(fn):
                 raise RegistryError(f"family {name!r}: the builder must be callable, got {fn!r}")
             try:
-                family = Family(name, fn, getattr(fn, "__module__", "?"), **hooks)
+                family = Family(name, fn, getattr(fn, "__module__", "?"), **{**_declared_hooks(fn), **hooks})
             except TypeError as e:
                 raise RegistryError(f"family {name!r}: {e}") from None
             self.add_family(family)
@@ -92,17 +95,22 @@ class Registry:
         full.update(args)
         return full
 
+    def readers(self, origin: str) -> List[str]:
+        """What the registered families can read from `origin`: transformers `model_type`s
+        (`origin="transformers"`) or research release names (`origin="research"`), sorted."""
+        self.ensure_loaded()
+        return sorted(k for f in self.families.values() for k in getattr(f, origin))
+
     def converter(self, origin: str, key: str) -> Tuple[Family, Callable[..., Any]]:
-        """The family and converter for a transformers `model_type` (`origin="transformers"`) or a
-        research release name (`origin="research"`). Raises UnknownModelError listing what is supported."""
+        """The family and converter for `key`, one of `readers(origin)`. Raises UnknownModelError
+        listing what is supported."""
         self.ensure_loaded()
         for family in self.families.values():
             fn = getattr(family, origin).get(key)
             if fn is not None:
                 return family, fn
-        known = sorted(k for f in self.families.values() for k in getattr(f, origin))
         what = "transformers model_type" if origin == "transformers" else "checkpoint source"
-        raise UnknownModelError(f"{what} {key!r} is not supported; zoo reads {', '.join(known)}")
+        raise UnknownModelError(f"{what} {key!r} is not supported; zoo reads {', '.join(self.readers(origin))}")
 
     # ------------------------------------------------------------------------------------ variants
     def parse_file(self, path: Union[str, Path, Any], source: str = BUILTIN_SOURCE) -> List[Variant]:
@@ -169,6 +177,7 @@ class Registry:
         return variant, None
 
     def is_registered(self, name: str) -> bool:
+        """Whether `resolve(name)` finds a variant (and tag)."""
         try:
             self.resolve(name)
             return True
@@ -184,6 +193,7 @@ class Registry:
                                                                        for a in v.aliases)))
 
     def model_info(self, name: str) -> Variant:
+        """The `Variant` of a name or alias (a tag is ignored). Raises UnknownModelError."""
         return self.resolve(name)[0]
 
     def match_variant(self, family_name: str, args: Mapping[str, Any],
@@ -213,6 +223,24 @@ class Registry:
             if full is not None and tag in v.weights and all(full.get(k) == x for k, x in match.items()):
                 return v
         return None
+
+
+def _declared_hooks(builder: Any) -> Dict[str, Any]:
+    """Weight-loading hooks a builder class declares itself: `classifier` / `first_conv` class
+    attributes and an in-place `adapt_state_dict(state_dict, source_args) -> notes` method."""
+    hooks: Dict[str, Any] = {}
+    if isinstance(builder, type):
+        if isinstance(getattr(builder, "classifier", None), (tuple, list, str)):
+            value = builder.classifier
+            hooks["classifier"] = (value,) if isinstance(value, str) else tuple(value)
+        if isinstance(getattr(builder, "first_conv", None), str):
+            hooks["first_conv"] = builder.first_conv
+        if callable(getattr(builder, "adapt_state_dict", None)):
+            def checkpoint_filter(state_dict, model, source_args):
+                state_dict = dict(state_dict)
+                return state_dict, list(model.adapt_state_dict(state_dict, source_args) or [])
+            hooks["checkpoint_filter"] = checkpoint_filter
+    return hooks
 
 
 def _builtin_paths() -> List[Any]:

@@ -109,15 +109,11 @@ def build_model(cfg: FinetuneConfig, num_classes: int):
         overrides["img_size"] = cfg.img_size
     if cfg.global_pool is not None:
         overrides["global_pool"] = cfg.global_pool
-    ref = cfg.model
-    if ref.startswith("hf-hub:") or Path(ref).expanduser().is_dir():
-        model = create(ref if ref.startswith("hf-hub:") else str(Path(ref).expanduser()),
-                                num_classes=num_classes, **overrides)
-    else:
-        pretrained = cfg.pretrained
-        if isinstance(pretrained, str) and pretrained.lower() in ("true", "yes", "default"):
-            pretrained = True
-        model = create(ref, pretrained=pretrained, num_classes=num_classes, **overrides)
+    ref, pretrained = cfg.model, cfg.pretrained
+    if isinstance(pretrained, str) and pretrained.lower() in ("true", "yes", "default"):
+        pretrained = True
+    # a saved folder or hf-hub: repo brings its own weights (`pretrained` applies to registry names)
+    model = create(ref, pretrained=pretrained, num_classes=num_classes, **overrides)
     if model.zoo_config["family"] == "mae":
         raise ValueError(f"--model {ref}: an MAE pretraining model; fine-tune its encoder (the encoder/ folder of a "
                          f"`zoo pretrain-mae` run) instead")

@@ -1,15 +1,15 @@
 """Reading the config.json of a saved model, whatever wrote it: zoo, timm or transformers.
 
 Each origin says what to build in its own words; these functions turn that into a family, builder
-arguments and an input config, checked against the registry (passed in, duck-typed: `.families`,
-`.unknown_arg`, `.model_info`) before any weights are read. A config can name only registered
-families and arguments their builders accept, so no downloaded file makes zoo import or run code.
+arguments and an input config, as plain data. They know nothing of the registry: `zoo.factory`
+checks the result against it (registered family, accepted arguments) before any weights are read,
+so no downloaded file makes zoo import or run code.
 """
 from __future__ import annotations
 
 from typing import Any, Dict, Mapping, Optional, Tuple
 
-from ..specs import InputConfig, UnknownModelError, parse_input
+from ..specs import InputConfig, Variant, parse_input
 from .errors import RepoConfigError
 from .integrity import read_json
 from .source import Source
@@ -30,26 +30,15 @@ def config_format(config: Mapping[str, Any], what: str) -> str:
                           f"'model_type')")
 
 
-def check_family(registry: Any, family: Any, what: str) -> None:
-    """Refuse a family this registry does not have (RepoConfigError naming the registered ones)."""
-    if not isinstance(family, str) or family not in registry.families:
-        raise RepoConfigError(
-            f"{what} names family {family!r}, which is not registered here (registered: "
-            f"{', '.join(sorted(registry.families))}). zoo builds only registered families and never imports code "
-            f"named by a downloaded file; if you trust the family's package, install it (it registers through "
-            f"the zoo.plugins entry point) and load again.")
-
-
-def zoo_spec(config: Mapping[str, Any], what: str, registry: Any) -> Spec:
-    """What a config.json written by `zoo.save_pretrained` describes."""
+def zoo_spec(config: Mapping[str, Any], what: str) -> Spec:
+    """What a config.json written by `zoo.save_pretrained` describes. Raises RepoConfigError for a
+    missing family name, arguments that are not a JSON object, or a bad input config."""
     family = config.get("family")
-    check_family(registry, family, what)
+    if not isinstance(family, str):
+        raise RepoConfigError(f"{what}: 'family' must name a model family, got {family!r}")
     args = config.get("args")
     if not isinstance(args, dict):
         raise RepoConfigError(f"{what}: 'args' must be a JSON object of builder arguments")
-    unknown = registry.unknown_arg(family, args)
-    if unknown is not None:
-        raise RepoConfigError(f"{what}: {unknown[1]}")
     try:
         input_cfg = parse_input(config.get("input") or {"img_size": args.get("img_size", 224)}, base=None)
     except ValueError as e:
@@ -58,20 +47,12 @@ def zoo_spec(config: Mapping[str, Any], what: str, registry: Any) -> Spec:
     return family, args, input_cfg, name if isinstance(name, str) else None, tag if isinstance(tag, str) else None
 
 
-def timm_spec(config: Mapping[str, Any], what: str, registry: Any) -> Spec:
-    """What timm's config.json describes: `architecture` (a zoo variant of the same name), `model_args`
-    on top of it, `num_classes` and the input config from `pretrained_cfg`."""
-    arch = config.get("architecture")
-    try:
-        variant = registry.model_info(arch)
-    except UnknownModelError as e:
-        raise RepoConfigError(f"{what}: timm architecture {arch!r} is not a zoo model: {e}") from None
+def timm_spec(config: Mapping[str, Any], what: str, variant: Variant) -> Spec:
+    """What timm's config.json describes, given `variant`, the zoo variant its `architecture` names:
+    `model_args` on top of the variant's, `num_classes` and the input config from `pretrained_cfg`."""
     model_args = config.get("model_args") or {}
     if not isinstance(model_args, dict):
         raise RepoConfigError(f"{what}: 'model_args' must be a JSON object")
-    unknown = registry.unknown_arg(variant.family, model_args)
-    if unknown is not None:
-        raise RepoConfigError(f"{what}: model_args: {unknown[1]}")
     pcfg = config.get("pretrained_cfg") or {}
     args = dict(variant.args, **model_args)
     args["num_classes"] = int(config.get("num_classes", pcfg.get("num_classes", variant.num_classes)))
@@ -97,11 +78,11 @@ def transformers_input(source: Source, img_size: Any, base: Optional[InputConfig
 
 
 def saved_metadata(config: Mapping[str, Any], fmt: str) -> Dict[str, Any]:
-    """License (and, for zoo configs, reported metrics) recorded in a config.json."""
+    """{"license", "metrics"} recorded in a config.json (None / {} where the origin records none: timm
+    keeps a license only, transformers neither)."""
     if fmt == "zoo":
         metrics = config.get("metrics") if isinstance(config.get("metrics"), dict) else {}
         return {"license": config.get("license"),
                 "metrics": {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))}}
-    if fmt == "timm":
-        return {"license": (config.get("pretrained_cfg") or {}).get("license")}
-    return {}
+    license = (config.get("pretrained_cfg") or {}).get("license") if fmt == "timm" else None
+    return {"license": license, "metrics": {}}

@@ -3,30 +3,28 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any, Optional
+from typing import Optional
 
 from ..version import __version__
 from .integrity import read_json, read_safetensors
-from .origins import zoo_spec
 from .source import CARD_NAME, CONFIG_NAME, WEIGHTS_NAME, PathLike, Source
 
 log = logging.getLogger("zoo.weights")
 
 
-def push_folder(folder: PathLike, repo_id: str, registry: Any, private: Optional[bool] = None,
-                revision: Optional[str] = None, commit_message: Optional[str] = None, token: Optional[str] = None):
+def push_folder(folder: PathLike, repo_id: str, private: Optional[bool] = None, revision: Optional[str] = None,
+                commit_message: Optional[str] = None, token: Optional[str] = None):
     """Upload a folder written by `save_pretrained` (its model.safetensors, config.json, README.md) to
     `repo_id`: `HfApi.create_repo` (exist_ok), a branch for `revision` if needed, `HfApi.upload_folder`.
-    The folder is checked first (config readable and naming a family of `registry`, weights not
-    truncated), so nothing broken is uploaded. Returns huggingface_hub's CommitInfo."""
+    The files are checked first (config.json readable, weights not truncated), so nothing broken is
+    uploaded (`zoo.factory.push_folder` also checks the config against the registry). Returns
+    huggingface_hub's CommitInfo."""
     from huggingface_hub import HfApi
 
     folder = Path(folder).expanduser()
     source = Source(folder=folder)
     config = read_json(source.fetch(CONFIG_NAME), source.describe(CONFIG_NAME))
     read_safetensors(source.fetch(WEIGHTS_NAME), source.describe(WEIGHTS_NAME), header_only=True)  # not a broken file
-    if "family" in config:
-        zoo_spec(config, source.describe(CONFIG_NAME), registry)
     files = [f for f in (WEIGHTS_NAME, CONFIG_NAME, CARD_NAME) if (folder / f).is_file()]
     api = HfApi(token=token)
     api.create_repo(repo_id, private=private, exist_ok=True)

@@ -1,7 +1,8 @@
 """Writing a model to a folder: model.safetensors, config.json (zoo's or timm's) and a model card.
 
-`zoo.save_pretrained` (in `zoo.factory`) calls `save_pretrained` here with the registry; the folder
-then loads with `zoo.create(folder)`, or with `timm.create_model("local-dir:...")` in timm's format.
+`zoo.save_pretrained` (in `zoo.factory`) calls `save_pretrained` here with what it knows from the
+registry (the family record, the complete arguments); the folder then loads with `zoo.create(folder)`,
+or with `timm.create_model("local-dir:...")` in timm's format.
 """
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import torch
 from torch import nn
 
 from ..complexity import count_macs, count_params
+from ..specs import Family
 from ..version import __version__
 from .card import model_card
 from .source import CARD_NAME, CONFIG_NAME, WEIGHTS_NAME, PathLike
@@ -22,7 +24,8 @@ log = logging.getLogger("zoo.weights")
 SAVE_FORMATS = ("zoo", "timm")
 
 
-def save_pretrained(model: nn.Module, save_dir: PathLike, registry: Any, format: str = "zoo",
+def save_pretrained(model: nn.Module, save_dir: PathLike, family: Family, full_args: Mapping[str, Any],
+                    timm_args: Optional[Mapping[str, Any]] = None, format: str = "zoo",
                     license: Optional[str] = None, metrics: Optional[Mapping[str, float]] = None,
                     repo_id: Optional[str] = None) -> Path:
     """Write `model` to `save_dir`: model.safetensors, config.json and a README.md model card.
@@ -33,15 +36,14 @@ def save_pretrained(model: nn.Module, save_dir: PathLike, registry: Any, format:
     `metrics` (e.g. {"top1": 81.2}) go into the card and config; by default they come from the weights
     the model was loaded from (metrics only when the architecture was not adapted). `repo_id` is used
     in the card's usage snippet. The model must come from `zoo.create` (it needs `model.zoo_config`);
-    `registry` (duck-typed: `.variants`, `.families`, `.complete_args`) knows its family. Raises
-    ValueError for an unknown format, a model without zoo_config or arguments JSON cannot hold.
+    `family` is its family record, `full_args` its builder arguments with the defaults filled in,
+    `timm_args` those of the timm architecture of the same name (format "timm" only: the config
+    records what differs). Raises ValueError for an unknown format, a model without zoo_config, a
+    model timm has no architecture for, or arguments JSON cannot hold.
     """
     if format not in SAVE_FORMATS:
         raise ValueError(f"format must be one of {SAVE_FORMATS}, got {format!r}")
-    cfg = getattr(model, "zoo_config", None)
-    if not isinstance(cfg, dict) or "family" not in cfg:
-        raise ValueError(f"{type(model).__name__} has no zoo_config: build it with zoo.create(...) so that its family "
-                         f"and arguments are known")
+    cfg = zoo_config_of(model)
     args = _jsonable_args(cfg["args"])
     loaded = cfg.get("weights") or {}
     license = license or loaded.get("license")
@@ -64,13 +66,23 @@ def save_pretrained(model: nn.Module, save_dir: PathLike, registry: Any, format:
         if cfg.get("label_names"):
             config["label_names"] = list(cfg["label_names"])
     else:
-        config = _timm_config(model, cfg, args, license, registry)
+        config = _timm_config(model, cfg, args, family, full_args, timm_args, license)
     (save_dir / CONFIG_NAME).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
-    params, macs = _cost(registry, cfg["family"], args, cfg["input"])
+    params, macs = _cost(family, args, cfg["input"])
     (save_dir / CARD_NAME).write_text(model_card(cfg, args, license, metrics, format, repo_id, save_dir, params, macs),
                                       encoding="utf-8")
     log.info("saved %s to %s (%s format)", cfg.get("name") or cfg["family"], save_dir, format)
     return save_dir
+
+
+def zoo_config_of(model: nn.Module) -> Dict[str, Any]:
+    """`model.zoo_config` (family, arguments, input config ...), which `zoo.create` attaches. Raises
+    ValueError for a model built some other way: its family and arguments are unknown."""
+    cfg = getattr(model, "zoo_config", None)
+    if not isinstance(cfg, dict) or "family" not in cfg:
+        raise ValueError(f"{type(model).__name__} has no zoo_config: build it with zoo.create(...) so that its family "
+                         f"and arguments are known")
+    return cfg
 
 
 def _jsonable_args(args: Mapping[str, Any]) -> Dict[str, Any]:
@@ -87,18 +99,15 @@ def _jsonable_args(args: Mapping[str, Any]) -> Dict[str, Any]:
 _ZOO_ONLY_ARGS = ("distilled", "mlp_layer", "norm_eps")
 
 
-def _timm_config(model: nn.Module, cfg: Mapping[str, Any], args: Mapping[str, Any], license: Optional[str],
-                 registry: Any):
+def _timm_config(model: nn.Module, cfg: Mapping[str, Any], args: Mapping[str, Any], family: Family,
+                 full_args: Mapping[str, Any], timm_args: Optional[Mapping[str, Any]], license: Optional[str]):
     """timm's config.json: architecture (a timm model name), model_args that differ from it, pretrained_cfg."""
     import timm  # local import: only this export needs timm itself
 
     name = cfg.get("name")
-    if not name or not timm.is_model(name):
+    if not name or not timm.is_model(name) or timm_args is None:
         raise ValueError(f"format='timm' needs a model timm knows by name; {name!r} is not one")
-    variant = registry.variants[name]
-    base = registry.complete_args(variant.family, variant.args)
-    model_args = {k: v for k, v in registry.complete_args(cfg["family"], args).items()
-                  if _plain(base.get(k)) != _plain(v)}
+    model_args = {k: v for k, v in full_args.items() if _plain(timm_args.get(k)) != _plain(v)}
     if model_args.get("pos_embed") == "sincos":
         del model_args["pos_embed"]  # a fixed table in zoo; timm loads the same values as a learned one
     clash = [k for k in model_args if k in _ZOO_ONLY_ARGS]
@@ -107,7 +116,6 @@ def _timm_config(model: nn.Module, cfg: Mapping[str, Any], args: Mapping[str, An
                          f"{name}, and timm's constructor has no such argument")
     inp = cfg["input"]
     state = model.state_dict()
-    family = registry.families[cfg["family"]]
     heads = [p for p in family.classifier if f"{p}.weight" in state]
     pretrained_cfg = {
         "tag": cfg.get("tag"), "custom_load": False,
@@ -132,13 +140,12 @@ def _plain(value: Any) -> Any:
     return list(value) if isinstance(value, tuple) else value
 
 
-def _cost(registry: Any, family: str, args: Mapping[str, Any],
-          inp: Mapping[str, Any]) -> Tuple[Optional[int], Optional[int]]:
+def _cost(family: Family, args: Mapping[str, Any], inp: Mapping[str, Any]) -> Tuple[Optional[int], Optional[int]]:
     """Parameters and MACs of the architecture, measured on the meta device (no memory, no arithmetic)."""
     try:
         with torch.device("meta"):
-            meta = registry.families[family].builder(**args)
+            meta = family.builder(**args)
         return count_params(meta), count_macs(meta, (args.get("in_chans", 3), *inp["img_size"]))
     except Exception as e:  # a card without numbers beats no card
-        log.info("could not measure %s for the model card: %s", family, e)
+        log.info("could not measure %s for the model card: %s", family.name, e)
         return None, None

@@ -49,6 +49,7 @@ class Source:
 
     @property
     def label(self) -> str:
+        """`hf-hub:org/name[@revision]`, or the folder's path."""
         if self.folder is not None:
             return str(self.folder)
         return f"hf-hub:{self.repo_id}" + (f"@{self.revision}" if self.revision else "")
@@ -69,6 +70,7 @@ class Source:
         return path
 
     def fetch_optional(self, filename: str) -> Optional[Path]:
+        """`fetch(filename)`, or None when the repo or folder does not have it (or it is not cached)."""
         try:
             return self.fetch(filename)
         except (WeightsNotCachedError, WeightsNotFoundError):
@@ -136,13 +138,16 @@ class Source:
         from huggingface_hub import constants
 
         cache = self._cache_root()
-        why = "HF_HUB_OFFLINE=1 is set" if constants.HF_HUB_OFFLINE else "the Hub cannot be reached"
+        if constants.HF_HUB_OFFLINE:
+            why, last = "HF_HUB_OFFLINE=1 is set", "or, if this machine can reach the Hub, unset HF_HUB_OFFLINE"
+        else:
+            why = "the Hub cannot be reached"
+            last = "set HF_HUB_OFFLINE=1 on a machine without a connection to fail at once instead of retrying"
         folder = "models--" + self.repo_id.replace("/", "--")
         return WeightsNotCachedError(
             f"{self.repo_id}: {filename} (revision {self.revision or 'main'}) is not in the Hugging Face cache "
             f"{cache} and {why}. To get it: on a machine with a connection run `{self.hint}`, then copy its "
-            f"cache folder {folder} (under $HF_HOME/hub) into {cache}; or, if this machine can reach the Hub, "
-            f"unset HF_HUB_OFFLINE.")
+            f"cache folder {folder} (under $HF_HOME/hub) into {cache}; {last}.")
 
     def _refuse_pickle_only(self, filename: str) -> None:
         files = self.files()
