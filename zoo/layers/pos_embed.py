@@ -42,7 +42,8 @@ def resample_pos_embed(
 ) -> torch.Tensor:
     """Resample a learned `(1, prefix + h*w, D)` grid of positions to `new_size`; prefix rows are kept.
 
-    Bicubic with antialias, computed in float32 and returned in the input dtype. The same function
+    Bicubic with antialias, computed in float32 (float64 stays float64) and returned in the input
+    dtype and device. The same function
     serves dynamic input sizes at run time and checkpoints loaded at another resolution.
     """
     new_size, old_size = (int(new_size[0]), int(new_size[1])), (int(old_size[0]), int(old_size[1]))
@@ -55,7 +56,8 @@ def resample_pos_embed(
         return pos_embed
     prefix, grid = pos_embed[:, :num_prefix_tokens], pos_embed[:, num_prefix_tokens:]
     dim = grid.shape[-1]
-    grid = grid.float().reshape(1, old_size[0], old_size[1], dim).permute(0, 3, 1, 2)  # (1, D, h, w)
+    compute = torch.float64 if grid.dtype == torch.float64 else torch.float32
+    grid = grid.to(compute).reshape(1, old_size[0], old_size[1], dim).permute(0, 3, 1, 2)  # (1, D, h, w)
     grid = F.interpolate(grid, size=new_size, mode=interpolation, antialias=antialias)
     grid = grid.permute(0, 2, 3, 1).reshape(1, new_size[0] * new_size[1], dim).to(pos_embed.dtype)
     return torch.cat([prefix, grid], dim=1)

@@ -243,11 +243,14 @@ class SwinTransformer(nn.Module):
         return self.head.fc
 
     def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
-        """Replace the head with a fresh one of `num_classes` outputs (0: no head)."""
+        """Replace the head with a fresh one of `num_classes` outputs (0: no head), on the device and in the
+        dtype of the model's parameters."""
         global_pool = self.global_pool if global_pool is None else global_pool
-        device = self.norm.weight.device
+        like = self.norm.weight
         self.num_classes, self.global_pool = num_classes, global_pool
-        self.head = ClassifierHead(self.num_features, num_classes, global_pool, self.head.drop.p).to(device)
+        with torch.device(like.device):
+            head = ClassifierHead(self.num_features, num_classes, global_pool, self.head.drop.p)
+        self.head = head.to(dtype=like.dtype)
         if num_classes:
             nn.init.trunc_normal_(self.head.fc.weight, std=0.02)
             nn.init.zeros_(self.head.fc.bias)

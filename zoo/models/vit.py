@@ -151,14 +151,16 @@ class VisionTransformer(nn.Module):
         return self.head
 
     def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
-        """Replace the head (and DeiT's distillation head) with a fresh one of `num_classes` outputs."""
+        """Replace the head (and DeiT's distillation head) with a fresh one of `num_classes` outputs (0: no
+        head), on the device and in the dtype of the model's parameters."""
         if global_pool is not None:
             _check_pool(global_pool, self.has_class_token, self.distilled)
             self.global_pool = global_pool
         self.num_classes = num_classes
-        self.head = _new_head(self.embed_dim, num_classes, self.patch_embed.proj.weight.device)
+        like = self.patch_embed.proj.weight
+        self.head = _new_head(self.embed_dim, num_classes, like)
         if self.distilled:
-            self.head_dist = _new_head(self.embed_dim, num_classes, self.patch_embed.proj.weight.device)
+            self.head_dist = _new_head(self.embed_dim, num_classes, like)
 
     def set_input_size(self, img_size: Union[int, Tuple[int, int]]) -> None:
         """Change the expected input size; learned positions are resampled to the new grid (bicubic)."""
@@ -324,11 +326,12 @@ def _set_grid(model: VisionTransformer, img_size: Tuple[int, int]) -> None:
         model.pos_embed = nn.Parameter(new.to(model.pos_embed), requires_grad=model.pos_embed.requires_grad)
 
 
-def _new_head(dim: int, num_classes: int, device: torch.device) -> nn.Module:
-    """A fresh classifier: trunc-normal(0.02) weights, zero bias; nn.Identity for num_classes=0."""
+def _new_head(dim: int, num_classes: int, like: torch.Tensor) -> nn.Module:
+    """A fresh classifier on `like`'s device and in its dtype: trunc-normal(0.02) weights, zero bias;
+    nn.Identity for num_classes=0."""
     if not num_classes:
         return nn.Identity()
-    head = Linear(dim, num_classes, device=device)
+    head = Linear(dim, num_classes, device=like.device, dtype=like.dtype)
     nn.init.trunc_normal_(head.weight, std=0.02)
     nn.init.zeros_(head.bias)
     return head
