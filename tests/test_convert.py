@@ -22,9 +22,7 @@ from conftest import builtin_family, max_diff, randomize_
 from hub_cache import add_folder_to_cache
 from zoo import factory
 from zoo.models.swin_checkpoints import from_swin_release
-from zoo.specs import ConversionError
 from zoo.weights import RepoConfigError
-from zoo.weights.research import unwrap_checkpoint
 from zoo.cli import main
 from zoo.registry import Registry
 
@@ -247,14 +245,6 @@ def test_convert_unpickles_tensors_only(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "torch.load(weights_only=True) refused it: it holds an object of type argparse.Namespace" in err
     assert not (tmp_path / "o").exists()
-
-
-def test_unwrap_checkpoint():
-    w = torch.zeros(1)
-    assert unwrap_checkpoint({"model": {"module.a": w}}) == {"a": w}
-    assert unwrap_checkpoint({"teacher": {"backbone.a": w, "dino_head.b": w}}) == {"a": w}
-    with pytest.raises(ConversionError, match="non-tensor entries \\['epoch'\\]"):
-        unwrap_checkpoint({"a": w, "epoch": 3})
 
 
 # --------------------------------------------------------------------------------------------- Swin

@@ -324,7 +324,7 @@ def test_checkpoint_filter_reads_the_original_release_and_drops_buffers():
     original["layers.0.blocks.1.attn_mask"] = torch.zeros(64, 49, 49)
     original["layers.0.blocks.0.attn.relative_position_index"] = torch.zeros(49, 49, dtype=torch.long)
     fresh = zoo.create("swin_t", depths=(1, 1, 2, 1))
-    state, notes = checkpoint_filter_fn({"model": original}, fresh)
+    state, notes = checkpoint_filter_fn(original, fresh)  # zoo.weights.unwrap takes it out of {"model": ...}
     fresh.load_state_dict(state, strict=True)
     assert all(torch.equal(a, b) for a, b in zip(fresh.state_dict().values(), model.state_dict().values()))
     assert notes == ["dropped 2 buffers that the model computes itself (relative_position_index, attn_mask)",

@@ -10,7 +10,7 @@ no logic lives here.
     zoo quickstart [--out DIR] [--epochs N]
     zoo download NAME[.TAG] | hf-hub:ORG/NAME[@REV]  [--revision R] [--cache-dir D] [--force]
     zoo push DIR REPO_ID [--private] [--revision R] [--message M]
-    zoo convert --from {mae,dinov2,swin} SRC --out DIR [--model NAME]
+    zoo convert --from {mae,dinov2,swin} SRC --out DIR [--model NAME] [--branch teacher|student|ema]
     zoo export NAME[.TAG] | hf-hub:ORG/NAME | DIR --out DIR [--format zoo|timm]
 """
 from __future__ import annotations
@@ -236,7 +236,7 @@ def cmd_push(args: argparse.Namespace) -> int:
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
-    print(factory.convert_release(args.src, args.source, args.out, model=args.model))
+    print(factory.convert_release(args.src, args.source, args.out, model=args.model, branch=args.branch))
     return 0
 
 
@@ -352,6 +352,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("src", help="the .pth file")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--model", help="registry variant it is, when the checkpoint's shapes do not say")
+    p.add_argument("--branch", help="which copy to take from a training checkpoint that holds several: teacher "
+                                    "(default where there is one), student, ema, or a key prefix ending in '.'")
     p.set_defaults(func=cmd_convert)
 
     p = sub.add_parser("export", help="save a model with weights as a zoo or timm folder",

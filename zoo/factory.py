@@ -28,7 +28,7 @@ from .complexity import count_macs, count_params
 from .helpers import to_2tuple
 from .registry import REGISTRY, Registry
 from .specs import ConversionError, Converted, InputConfig, UnknownModelError, Variant, WeightTag, parse_input
-from .weights import adapt, origins, push, research, save
+from .weights import adapt, origins, push, research, save, unwrap
 from .weights.errors import RepoConfigError
 from .weights.integrity import read_json, read_safetensors
 from .weights.source import CONFIG_NAME, WEIGHTS_NAME, PathLike, Source
@@ -55,6 +55,7 @@ def create(
     revision: Optional[str] = None,
     cache_dir: Optional[PathLike] = None,
     registry: Optional[Registry] = None,
+    checkpoint_branch: Optional[str] = None,
     **overrides: Any,
 ) -> nn.Module:
     """Build a model by variant name or alias, optionally with a weight tag: `"vit_b_16"`, `"deit_s"`,
@@ -68,7 +69,9 @@ def create(
     `pretrained=True` (the default tag) or `pretrained="tag"` downloads the tag's safetensors file from
     the Hugging Face Hub (`revision`, `cache_dir`; HF_HOME and HF_HUB_OFFLINE are honoured) and loads it
     strictly. Weights made for another num_classes, img_size or in_chans are adapted and each change
-    is logged (logger "zoo.weights"); `checkpoint_path=` loads a local .safetensors file instead.
+    is logged (logger "zoo.weights"); `checkpoint_path=` loads a local .safetensors file instead, also
+    one that training code wrote (keys under 'module.', 'backbone.', 'teacher.' ... are found;
+    `checkpoint_branch="student"` / `"ema"` picks another copy than the default teacher / non-EMA).
     `registry` defaults to the process-wide one. The returned module carries `model.zoo_config`
     (name, family, tag, arguments, input config and, when weights were loaded, where from and what
     was adapted). Raises UnknownModelError, TypeError (an argument the family does not take),
@@ -107,7 +110,9 @@ def create(
     if pretrained:
         _load_weight_tag(registry, model, weight, registry.complete_args(variant.family, args), revision, cache_dir)
     elif checkpoint_path is not None:
-        adapt.load_file(model, checkpoint_path, family)  # made for an architecture known only from its shapes
+        adapt.load_file(model, checkpoint_path, family, branch=checkpoint_branch)  # architecture known only from its shapes
+    elif checkpoint_branch is not None:
+        raise ValueError(f"create({name!r}): checkpoint_branch= only applies with checkpoint_path=")
     return model
 
 
@@ -318,17 +323,23 @@ def download(name: str, revision: Optional[str] = None, cache_dir: Optional[Path
 
 
 def convert_release(src: PathLike, source: str, out_dir: PathLike, model: Optional[str] = None,
-                    registry: Optional[Registry] = None) -> Path:
+                    registry: Optional[Registry] = None, branch: Optional[str] = None) -> Path:
     """A research release (`source`: one of `registry.readers("research")`; built in: "mae", "dinov2",
     "swin") -> a zoo folder at `out_dir`. The file is read with `torch.load(weights_only=True)` only
-    (`zoo.weights.research`); `model` names the registry variant when the checkpoint's shapes do not.
+    (`zoo.weights.research`) and unwrapped (`zoo.weights.unwrap`: any nesting and wrapper prefix; `branch`
+    picks teacher / student / EMA, teacher by default); `model` names the registry variant when the
+    checkpoint's shapes do not.
     Raises RepoConfigError naming the file for an unknown source or model or an unreadable checkpoint."""
     registry = registry or REGISTRY
     label = str(Path(src).expanduser())
     try:
-        _, convert = registry.converter("research", source)
+        family, convert = registry.converter("research", source)
         named = registry.model_info(model) if model else None
-        converted = convert(research.read_checkpoint(src), named)
+        obj = research.read_checkpoint(src)
+        anchors = [f"{family.first_conv}.weight"] if family.first_conv else unwrap.flatten(obj)
+        state_dict, unwrapped = unwrap.unwrap_state_dict(obj, anchors, branch, label)
+        converted = convert(state_dict, named)
+        converted = replace(converted, notes=unwrapped + list(converted.notes))
         variant, args = _complete_release(registry, converted, named)
     except (UnknownModelError, ConversionError) as e:
         raise RepoConfigError(f"{label}: {e}") from None

@@ -29,8 +29,8 @@ def checkpoint_filter_fn(state_dict: StateDict, model: SwinTransformer,
                          source_args: Optional[Mapping[str, Any]] = None) -> Tuple[StateDict, List[str]]:
     """Fit a Swin checkpoint to `model` so that `model.load_state_dict(..., strict=True)` takes it.
 
-    - The original Microsoft release (optionally nested under 'model', patch merging at the END of
-      stages 1-3, head `head.*`) is renamed to timm's layout (`_original_to_timm`); timm-format
+    - The original Microsoft release (patch merging at the END of stages 1-3, head `head.*`; the weights
+      code has already taken it out of its 'model' wrapper) is renamed to timm's layout (`_original_to_timm`); timm-format
       checkpoints (the Hub's `timm/swin_*`) pass through unchanged.
     - Buffers that older checkpoints saved (`relative_position_index`, `attn_mask`) are dropped;
       zoo rebuilds them per input size.
@@ -39,8 +39,6 @@ def checkpoint_filter_fn(state_dict: StateDict, model: SwinTransformer,
     Everything else (e.g. a head of another size) is left for the strict load to report. Returns
     (state dict, one line per kind of change).
     """
-    if isinstance(state_dict.get("model"), Mapping):
-        state_dict = state_dict["model"]
     original = "layers.0.downsample.reduction.weight" in state_dict
     targets = dict(model.named_parameters())
     out: StateDict = {}

@@ -18,14 +18,16 @@ from ..specs import Family
 from .errors import CheckpointMismatchError, UnsafeWeightsError, WeightsNotFoundError
 from .integrity import read_safetensors, verify
 from .source import PICKLE_SUFFIXES, PathLike
+from .unwrap import unwrap_state_dict
 
 log = logging.getLogger("zoo.weights")
 
 
 def load_file(model: nn.Module, path: PathLike, family: Family,
-              source_args: Optional[Mapping[str, Any]] = None) -> nn.Module:
-    """Load a local .safetensors file of zoo (timm) keys into `model`, adapting it as `load_state_dict`
-    does. Refuses pickles (UnsafeWeightsError, naming `zoo convert`); raises WeightsNotFoundError."""
+              source_args: Optional[Mapping[str, Any]] = None, branch: Optional[str] = None) -> nn.Module:
+    """Load a local .safetensors file of zoo (timm) keys into `model`, unwrapped and adapted as
+    `load_state_dict` does. Refuses pickles (UnsafeWeightsError, naming `zoo convert`); raises
+    WeightsNotFoundError."""
     path = Path(path).expanduser()
     if path.suffix in PICKLE_SUFFIXES:
         raise UnsafeWeightsError(
@@ -35,14 +37,17 @@ def load_file(model: nn.Module, path: PathLike, family: Family,
     if not path.is_file():
         raise WeightsNotFoundError(f"checkpoint_path {path}: no such file")
     verify(path, None, str(path), "")  # checks the blob hash when the path points into a Hub cache
-    return load_state_dict(model, read_safetensors(path, str(path)), family, source_args, str(path))
+    return load_state_dict(model, read_safetensors(path, str(path)), family, source_args, str(path), branch=branch)
 
 
 def load_state_dict(model: nn.Module, state_dict: Dict[str, torch.Tensor], family: Family,
-                    source_args: Optional[Mapping[str, Any]], label: str, notes: Sequence[str] = ()) -> nn.Module:
+                    source_args: Optional[Mapping[str, Any]], label: str, notes: Sequence[str] = (),
+                    branch: Optional[str] = None) -> nn.Module:
     """Adapt `state_dict` (zoo / timm keys) to `model`, of `family`, and load it strictly.
 
-    Adapting: the family's `checkpoint_filter` first fits what depends on the family (older key
+    Unwrapping first: keys under a wrapper's prefix ('module.', 'backbone.', 'teacher.', ...) are found
+    and the prefix removed (`zoo.weights.unwrap`; `branch` picks teacher / student / EMA where the
+    file holds several). Adapting: the family's `checkpoint_filter` first fits what depends on the family (older key
     layouts; ViT: positions for another img_size; Swin: bias tables for another window), then a head
     for another num_classes is dropped (the model keeps its freshly initialised one) and a patch
     projection for another in_chans is summed or repeated. `source_args` are the builder arguments
@@ -50,9 +55,9 @@ def load_state_dict(model: nn.Module, state_dict: Dict[str, torch.Tensor], famil
     `model.zoo_config["weights"]`. Anything that still does not fit raises CheckpointMismatchError
     listing the keys.
     """
-    state_dict = dict(state_dict)
     expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    notes = list(notes)
+    state_dict, unwrapped = unwrap_state_dict(state_dict, expected, branch, label)
+    notes = list(notes) + unwrapped
     if family.checkpoint_filter is not None:
         state_dict, filtered = family.checkpoint_filter(state_dict, model,
                                                         dict(source_args) if source_args is not None else None)
