@@ -16,21 +16,21 @@ from __future__ import annotations
 
 import os
 import tempfile
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import nn
 
 from . import models
-from .complexity import count_macs, count_params
+from .complexity import check_memory, count_macs, count_params
 from .helpers import to_2tuple
 from .registry import REGISTRY, Registry
 from .specs import ConversionError, Converted, InputConfig, UnknownModelError, Variant, WeightTag, parse_input
 from .weights import adapt, origins, push, research, save, unwrap
 from .weights.errors import RepoConfigError
-from .weights.integrity import read_json, read_safetensors
+from .weights.integrity import read_header, read_json, read_safetensors
 from .weights.source import CONFIG_NAME, WEIGHTS_NAME, PathLike, Source
 
 for _family in models.FAMILIES:
@@ -104,15 +104,53 @@ def create(
     if weight is not None:
         args["num_classes"] = weight.num_classes  # the architecture the tag's weights were made for
     input_cfg = weight.input if weight is not None and weight.input is not None else variant.input
-    model = build(registry, variant.family, args, input_cfg, num_classes=num_classes, img_size=img_size,
-                  overrides=overrides, name=variant.name, tag=tag)
-    family = registry.families[variant.family]
-    if pretrained:
-        _load_weight_tag(registry, model, weight, registry.complete_args(variant.family, args), revision, cache_dir)
-    elif checkpoint_path is not None:
-        adapt.load_file(model, checkpoint_path, family, branch=checkpoint_branch)  # architecture known only from its shapes
-    elif checkpoint_branch is not None:
+    if checkpoint_branch is not None and checkpoint_path is None:
         raise ValueError(f"create({name!r}): checkpoint_branch= only applies with checkpoint_path=")
+    weights = None
+    if pretrained:
+        weights = _weight_tag(registry, variant.name, weight, registry.complete_args(variant.family, args), revision,
+                              cache_dir)
+    elif checkpoint_path is not None:  # made for an architecture known only from its shapes
+        path = adapt.checked_path(checkpoint_path)
+        weights = _Weights(lambda meta: (read_header(path, str(path)) if meta else read_safetensors(path, str(path)),
+                                         []), None, str(path), checkpoint_branch)
+    model = build_checked(registry, variant.family, args, input_cfg, weights, num_classes=num_classes,
+                          img_size=img_size, overrides=overrides, name=variant.name, tag=tag)
+    if pretrained:
+        model.zoo_config["weights"].update(license=weight.license, metrics=weight.metrics)
+    return model
+
+
+@dataclass
+class _Weights:
+    """A weights file to load: `read(meta)` gives (state dict in zoo's keys, notes), as meta tensors from
+    the header alone when `meta` is True; the arguments they were made for; a label; the branch."""
+
+    read: Callable[[bool], Tuple[dict, List[str]]]
+    source_args: Optional[Mapping[str, Any]]
+    label: str
+    branch: Optional[str] = None
+
+
+def build_checked(registry: Registry, family_name: str, args: Mapping[str, Any], input_cfg: InputConfig,
+                  weights: Optional[_Weights] = None, **build_args: Any) -> nn.Module:
+    """`build`, checked first on the meta device (no memory, no arithmetic): the model must fit this
+    machine's memory (`complexity.check_memory`), and `weights`, read from the file's header only, must
+    fit the model (keys, shapes, kinds: `adapt.load_state_dict(check_only=True)`). Only then is the model
+    built for real and the weights read and loaded. Raises ValueError (too large) and the
+    `zoo.weights` errors."""
+    family = registry.families[family_name]
+    with torch.device("meta"):
+        meta = build(registry, family_name, args, input_cfg, **build_args)
+    check_memory(meta, build_args.get("name") or family_name, meta.zoo_config["args"])
+    if weights is not None:
+        state_dict, notes = weights.read(True)
+        adapt.load_state_dict(meta, state_dict, family, weights.source_args, weights.label, notes, weights.branch,
+                              check_only=True)
+    model = build(registry, family_name, args, input_cfg, **build_args)
+    if weights is not None:
+        state_dict, notes = weights.read(False)
+        adapt.load_state_dict(model, state_dict, family, weights.source_args, weights.label, notes, weights.branch)
     return model
 
 
@@ -147,21 +185,22 @@ def build(
     return model
 
 
-def _load_weight_tag(registry: Registry, model: nn.Module, weight: WeightTag, source_args: Mapping[str, Any],
-                     revision: Optional[str], cache_dir: Optional[PathLike]) -> None:
-    """Download (or find in the cache), verify, convert if need be, adapt and strictly load a weight tag."""
-    name = f"{model.zoo_config['name']}.{weight.tag}"
-    source = Source(weight.hf_hub_id, revision, cache_dir, hint=f"zoo download {name}")
-    state_dict = read_safetensors(source.fetch(weight.filename, weight.sha256), source.describe(weight.filename),
-                                  source.hint)
-    notes: List[str] = []
-    if weight.format == "transformers":
-        config = read_json(source.fetch(CONFIG_NAME), source.describe(CONFIG_NAME))
+def _weight_tag(registry: Registry, name: str, weight: WeightTag, source_args: Mapping[str, Any],
+                revision: Optional[str], cache_dir: Optional[PathLike]) -> _Weights:
+    """A registry weight tag: downloaded (or found in the cache) and verified; converted if need be."""
+    source = Source(weight.hf_hub_id, revision, cache_dir, hint=f"zoo download {name}.{weight.tag}")
+    path, label = source.fetch(weight.filename, weight.sha256), source.describe(weight.filename)
+    config = read_json(source.fetch(CONFIG_NAME), source.describe(CONFIG_NAME)) \
+        if weight.format == "transformers" else None
+
+    def read(meta: bool) -> Tuple[dict, List[str]]:
+        state_dict = read_header(path, label, source.hint) if meta else read_safetensors(path, label, source.hint)
+        if config is None:
+            return state_dict, []
         converted = _from_transformers(registry, config, state_dict, source.describe(CONFIG_NAME))
-        state_dict, notes = converted.state_dict, converted.notes
-    adapt.load_state_dict(model, state_dict, registry.families[model.zoo_config["family"]], source_args,
-                          source.describe(weight.filename), notes)
-    model.zoo_config["weights"].update(license=weight.license, metrics=weight.metrics)
+        return converted.state_dict, converted.notes
+
+    return _Weights(read, source_args, label)
 
 
 def _from_transformers(registry: Registry, config: Mapping[str, Any], state_dict: dict, label: str) -> Converted:
@@ -198,17 +237,23 @@ def load_saved(ref: PathLike, num_classes: Optional[int] = None, img_size: Optio
     fmt = origins.config_format(config, what)
     if fmt != "transformers":
         family, args, input_cfg, name, tag = _saved_spec(registry, config, fmt, what)
-    state_dict = read_safetensors(source.fetch(WEIGHTS_NAME), source.describe(WEIGHTS_NAME), source.hint)
-    notes: List[str] = []
+    path, label = source.fetch(WEIGHTS_NAME), source.describe(WEIGHTS_NAME)
+    header = read_header(path, label, source.hint)  # checked before anything is built
     if fmt == "transformers":  # keys and builder arguments both come from the family's converter
-        converted, variant = convert_transformers(config, state_dict, what, registry)
+        converted, variant = convert_transformers(config, header, what, registry)
         family, args, name, tag = converted.family, converted.args, variant.name if variant else None, None
-        state_dict, notes = converted.state_dict, converted.notes
         input_cfg = origins.transformers_input(source, args["img_size"], variant.input if variant else None)
-    model = build(registry, family, args, input_cfg, num_classes=num_classes, img_size=img_size, overrides=overrides,
-                  name=name, tag=tag)
-    adapt.load_state_dict(model, state_dict, registry.families[family], registry.complete_args(family, args),
-                          source.describe(WEIGHTS_NAME), notes)
+
+    def read(meta: bool) -> Tuple[dict, List[str]]:
+        state_dict = header if meta else read_safetensors(path, label, source.hint)
+        if fmt != "transformers":
+            return state_dict, []
+        converted = _from_transformers(registry, config, state_dict, what)
+        return converted.state_dict, converted.notes
+
+    weights = _Weights(read, registry.complete_args(family, args), label)
+    model = build_checked(registry, family, args, input_cfg, weights, num_classes=num_classes, img_size=img_size,
+                          overrides=overrides, name=name, tag=tag)
     model.zoo_config["weights"].update(origins.saved_metadata(config, fmt))
     labels = config.get("label_names") if fmt == "zoo" else None
     if isinstance(labels, list) and len(labels) == getattr(model, "num_classes", -1):  # a new head has none
@@ -307,7 +352,7 @@ def download(name: str, revision: Optional[str] = None, cache_dir: Optional[Path
     if isinstance(name, str) and name.startswith("hf-hub:"):
         source = Source.parse(name, revision, cache_dir)
         paths = [source.fetch(CONFIG_NAME, force=force), source.fetch(WEIGHTS_NAME, force=force)]
-        read_safetensors(paths[1], source.describe(WEIGHTS_NAME), source.hint, header_only=True)
+        read_header(paths[1], source.describe(WEIGHTS_NAME), source.hint)
         return paths + [p for p in [source.fetch_optional("preprocessor_config.json")] if p is not None]
     variant, tag = (registry or REGISTRY).resolve(name)
     tag = tag or variant.default_tag
@@ -316,7 +361,7 @@ def download(name: str, revision: Optional[str] = None, cache_dir: Optional[Path
     weight = variant.weights[tag]
     source = Source(weight.hf_hub_id, revision, cache_dir, hint=f"zoo download {variant.name}.{tag}")
     paths = [source.fetch(weight.filename, weight.sha256, force=force)]
-    read_safetensors(paths[0], source.describe(weight.filename), source.hint, header_only=True)
+    read_header(paths[0], source.describe(weight.filename), source.hint)
     if weight.format == "transformers":
         paths.append(source.fetch(CONFIG_NAME, force=force))
     return paths
@@ -348,9 +393,10 @@ def convert_release(src: PathLike, source: str, out_dir: PathLike, model: Option
     input_cfg = (weight.input if weight is not None and weight.input is not None else variant.input) if variant \
         else InputConfig(img_size=(224, 224))
     input_cfg = parse_input({"img_size": args.get("img_size", list(input_cfg.img_size))}, base=input_cfg)
-    built = build(registry, converted.family, args, input_cfg, name=variant.name if variant else None, tag=tag)
-    adapt.load_state_dict(built, converted.state_dict, registry.families[converted.family],
-                          registry.complete_args(converted.family, args), label, converted.notes)
+    weights = _Weights(lambda meta: (converted.state_dict, list(converted.notes)),
+                       registry.complete_args(converted.family, args), label)
+    built = build_checked(registry, converted.family, args, input_cfg, weights, name=variant.name if variant else None,
+                          tag=tag)
     built.zoo_config["weights"]["license"] = weight.license if weight is not None else None
     return save_pretrained(built, out_dir, registry=registry)
 

@@ -23,11 +23,10 @@ from .unwrap import unwrap_state_dict
 log = logging.getLogger("zoo.weights")
 
 
-def load_file(model: nn.Module, path: PathLike, family: Family,
-              source_args: Optional[Mapping[str, Any]] = None, branch: Optional[str] = None) -> nn.Module:
-    """Load a local .safetensors file of zoo (timm) keys into `model`, unwrapped and adapted as
-    `load_state_dict` does. Refuses pickles (UnsafeWeightsError, naming `zoo convert`); raises
-    WeightsNotFoundError."""
+def checked_path(path: PathLike) -> Path:
+    """A local .safetensors file to load weights from, as a Path. Refuses pickles
+    (UnsafeWeightsError, naming `zoo convert`); raises WeightsNotFoundError; checks the file's hash when
+    it lies in a Hub cache (CorruptWeightsError)."""
     path = Path(path).expanduser()
     if path.suffix in PICKLE_SUFFIXES:
         raise UnsafeWeightsError(
@@ -37,12 +36,20 @@ def load_file(model: nn.Module, path: PathLike, family: Family,
     if not path.is_file():
         raise WeightsNotFoundError(f"checkpoint_path {path}: no such file")
     verify(path, None, str(path), "")  # checks the blob hash when the path points into a Hub cache
+    return path
+
+
+def load_file(model: nn.Module, path: PathLike, family: Family,
+              source_args: Optional[Mapping[str, Any]] = None, branch: Optional[str] = None) -> nn.Module:
+    """Load a local .safetensors file of zoo (timm) keys into `model`, unwrapped and adapted as
+    `load_state_dict` does (`checked_path` says what is refused)."""
+    path = checked_path(path)
     return load_state_dict(model, read_safetensors(path, str(path)), family, source_args, str(path), branch=branch)
 
 
 def load_state_dict(model: nn.Module, state_dict: Dict[str, torch.Tensor], family: Family,
                     source_args: Optional[Mapping[str, Any]], label: str, notes: Sequence[str] = (),
-                    branch: Optional[str] = None) -> nn.Module:
+                    branch: Optional[str] = None, check_only: bool = False) -> nn.Module:
     """Adapt `state_dict` (zoo / timm keys) to `model`, of `family`, and load it strictly.
 
     Unwrapping first: keys under a wrapper's prefix ('module.', 'backbone.', 'teacher.', ...) are found
@@ -52,10 +59,13 @@ def load_state_dict(model: nn.Module, state_dict: Dict[str, torch.Tensor], famil
     for another num_classes is dropped (the model keeps its freshly initialised one) and a patch
     projection for another in_chans is summed or repeated. `source_args` are the builder arguments
     the weights were made for (None: unknown). Each change is logged on "zoo.weights" and kept in
-    `model.zoo_config["weights"]`. Anything that still does not fit raises CheckpointMismatchError
-    listing the keys.
+    `model.zoo_config["weights"]`. Anything that still does not fit (a key, a shape, a floating-point
+    tensor where the model has an integer one or the reverse) raises CheckpointMismatchError listing the
+    keys. With `check_only`, nothing is loaded: `model` and `state_dict` may be on the meta device (the
+    factory checks a file's header against a meta model before allocating anything).
     """
-    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    own = model.state_dict()
+    expected = {k: tuple(v.shape) for k, v in own.items()}
     state_dict, unwrapped = unwrap_state_dict(state_dict, expected, branch, label)
     notes = list(notes) + unwrapped
     if family.checkpoint_filter is not None:
@@ -66,7 +76,9 @@ def load_state_dict(model: nn.Module, state_dict: Dict[str, torch.Tensor], famil
     notes += head_notes
     notes += _adapt_first_conv(family.first_conv, state_dict, expected)
     _check_keys(model, state_dict, expected, fresh, label)
-    own = model.state_dict()
+    _check_kinds(state_dict, own, label)
+    if check_only:
+        return model
     state_dict.update({k: own[k] for k in fresh})  # the new head keeps its initialisation
     model.load_state_dict(state_dict, strict=True)
     for note in notes:
@@ -144,6 +156,16 @@ def _check_keys(model: nn.Module, sd: Mapping[str, torch.Tensor], expected: Mapp
     lines.append("The weights were made for another architecture: build the one they were made for (same depth, "
                  "width, heads, tokens), or check that the file belongs to this model.")
     raise CheckpointMismatchError("\n".join(lines))
+
+
+def _check_kinds(sd: Mapping[str, torch.Tensor], own: Mapping[str, torch.Tensor], label: str) -> None:
+    """Floating-point values for floating-point parameters, integers for integer buffers (a float32 or
+    bf16 file loads into a model of another float dtype: the values are cast)."""
+    wrong = [f"{k}: checkpoint {sd[k].dtype} vs model {own[k].dtype}" for k in own
+             if k in sd and sd[k].is_floating_point() != own[k].is_floating_point()]
+    if wrong:
+        raise CheckpointMismatchError(f"{label}: {len(wrong)} tensor{'s' * (len(wrong) > 1)} of another kind: "
+                                      f"{'; '.join(wrong[:5])}")
 
 
 def _summarise(keys: Sequence[str], limit: int = 10) -> str:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import re
 from pathlib import Path
@@ -40,18 +41,73 @@ def verify(path: Path, sha256: Optional[str], what: str, hint: str) -> None:
                 f"{again}.")
 
 
-def read_safetensors(path: Path, what: str, hint: str = "", header_only: bool = False) -> Dict[str, torch.Tensor]:
-    """The tensors of a safetensors file, on the CPU; with `header_only`, just check that it parses
-    (the header must describe a file of exactly this size, so truncation shows) and return {}.
+# safetensors dtype names -> torch dtypes (the ones torch has)
+SAFETENSORS_DTYPES = {
+    "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
+    "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
+    "BOOL": torch.bool, "F8_E4M3": torch.float8_e4m3fn, "F8_E5M2": torch.float8_e5m2,
+}
+MAX_HEADER_BYTES = 100_000_000  # safetensors' own limit
+
+
+def read_header(path: Path, what: str, hint: str = "") -> Dict[str, torch.Tensor]:
+    """The tensors a safetensors file describes, as meta tensors (shape and dtype, no data), after
+    checking its header without reading the data: an 8-byte little-endian length, a JSON object of
+    {name: {dtype, shape, data_offsets}}, and byte ranges that lie inside the file, match each tensor's
+    size and cover the data exactly. Raises CorruptWeightsError naming the first fault."""
+    def bad(why: str) -> CorruptWeightsError:
+        again = f" Download it again with `{hint} --force`." if hint else " Save or copy it again."
+        return CorruptWeightsError(f"{what} ({size:,} bytes) is not a readable safetensors file, it is truncated or "
+                                   f"damaged: {why}.{again}")
+
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        head = f.read(8)
+        n = int.from_bytes(head, "little") if len(head) == 8 else -1
+        if n < 2 or n > min(MAX_HEADER_BYTES, size - 8):
+            raise bad(f"its header length field says {n:,} bytes" if n >= 0 else "it is shorter than 8 bytes")
+        try:
+            header = json.loads(f.read(n))
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise bad(f"its header is not JSON ({e})") from None
+    if not isinstance(header, dict):
+        raise bad("its header is not a JSON object")
+    data_bytes, out, ranges = size - 8 - n, {}, []
+    for name, entry in header.items():
+        if name == "__metadata__":
+            continue
+        dtype = SAFETENSORS_DTYPES.get(entry.get("dtype")) if isinstance(entry, dict) else None
+        shape, offsets = (entry.get("shape"), entry.get("data_offsets")) if isinstance(entry, dict) else (None, None)
+        if dtype is None or not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape):
+            raise bad(f"tensor {name!r} has dtype {entry.get('dtype') if isinstance(entry, dict) else None!r} and "
+                      f"shape {shape!r}")
+        if not (isinstance(offsets, list) and len(offsets) == 2 and all(isinstance(o, int) for o in offsets)
+                and 0 <= offsets[0] <= offsets[1] <= data_bytes):
+            raise bad(f"tensor {name!r} claims bytes {offsets} of a {data_bytes:,}-byte data section")
+        numel = math.prod(shape)
+        if offsets[1] - offsets[0] != numel * dtype.itemsize:
+            raise bad(f"tensor {name!r} of shape {shape} ({dtype}) needs {numel * dtype.itemsize:,} bytes but its "
+                      f"range holds {offsets[1] - offsets[0]:,}")
+        ranges.append(offsets)
+        out[name] = torch.empty(shape, dtype=dtype, device="meta")
+    end = 0
+    for start, stop in sorted(ranges):
+        if start != end:
+            raise bad(f"its tensors' byte ranges {'overlap' if start < end else 'leave a gap'} at byte {min(start, end):,}")
+        end = stop
+    if end != data_bytes:
+        raise bad(f"its tensors end at byte {end:,} of a {data_bytes:,}-byte data section")
+    return out
+
+
+def read_safetensors(path: Path, what: str, hint: str = "") -> Dict[str, torch.Tensor]:
+    """The tensors of a safetensors file, on the CPU, after `read_header` has checked it.
     Raises CorruptWeightsError."""
-    from safetensors import SafetensorError, safe_open
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
+    read_header(path, what, hint)
     try:
-        if header_only:
-            with safe_open(str(path), framework="pt") as f:
-                f.keys()
-            return {}
         return load_file(str(path), device="cpu")
     except SafetensorError as e:
         again = f" Download it again with `{hint} --force`." if hint else " Save or copy it again."

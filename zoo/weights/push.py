@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Optional
 
 from ..version import __version__
-from .integrity import read_json, read_safetensors
+from .integrity import read_header, read_json
 from .source import CARD_NAME, CONFIG_NAME, WEIGHTS_NAME, PathLike, Source
 
 log = logging.getLogger("zoo.weights")
@@ -24,7 +24,7 @@ def push_folder(folder: PathLike, repo_id: str, private: Optional[bool] = None, 
     folder = Path(folder).expanduser()
     source = Source(folder=folder)
     config = read_json(source.fetch(CONFIG_NAME), source.describe(CONFIG_NAME))
-    read_safetensors(source.fetch(WEIGHTS_NAME), source.describe(WEIGHTS_NAME), header_only=True)  # not a broken file
+    read_header(source.fetch(WEIGHTS_NAME), source.describe(WEIGHTS_NAME))  # not a broken file
     files = [f for f in (WEIGHTS_NAME, CONFIG_NAME, CARD_NAME) if (folder / f).is_file()]
     api = HfApi(token=token)
     api.create_repo(repo_id, private=private, exist_ok=True)
