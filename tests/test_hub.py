@@ -258,7 +258,8 @@ def test_timm_loads_a_timm_format_export(loaded, tmp_path):
     out = zoo.save_pretrained(model, tmp_path / "for-timm", format="timm")
     config = json.loads((out / "config.json").read_text())
     assert config["architecture"] == "deit_tiny_distilled_patch16_224"
-    assert config["model_args"] == {"depth": 2, "num_classes": 10}
+    assert config["model_args"] == {"depth": 2, "num_classes": 10, "global_pool": "token", "img_size": [224, 224],
+                                    "in_chans": 3}  # what timm's save_config_for_hf records
     assert yaml.safe_load((out / "README.md").read_text().split("---\n")[1])["library_name"] == "timm"
     ref = timm.create_model(f"local-dir:{out}", pretrained=True).eval()
     x = torch.randn(2, 3, 224, 224)

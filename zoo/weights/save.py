@@ -54,20 +54,21 @@ def save_pretrained(model: nn.Module, save_dir: PathLike, family: Family, full_a
 
     from safetensors.torch import save_file
 
-    tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
-    save_file(tensors, str(save_dir / WEIGHTS_NAME), metadata={"format": "pt"})
     if format == "zoo":
         config = {
             "library_name": "zoo", "format": "zoo", "zoo_version": __version__, "family": cfg["family"],
-            "variant": cfg.get("name"), "tag": cfg.get("tag"), "num_classes": args.get("num_classes"),
+            "variant": cfg.get("name"), "tag": cfg.get("tag"),
+            "num_classes": getattr(model, "num_classes", args.get("num_classes")),
             "args": args, "input": cfg["input"], "license": license, "metrics": dict(metrics),
             "source": loaded.get("source"),
         }
         if cfg.get("label_names"):
             config["label_names"] = list(cfg["label_names"])
-    else:
-        config = _timm_config(model, cfg, args, family, full_args, timm_args, license)
-    (save_dir / CONFIG_NAME).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+        (save_dir / CONFIG_NAME).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+    else:  # first: it refuses what timm cannot build
+        _write_timm_config(save_dir / CONFIG_NAME, model, cfg, full_args, timm_args, license)
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    save_file(tensors, str(save_dir / WEIGHTS_NAME), metadata={"format": "pt"})
     params, macs = _cost(family, args, cfg["input"])
     (save_dir / CARD_NAME).write_text(model_card(cfg, args, license, metrics, format, repo_id, save_dir, params, macs),
                                       encoding="utf-8")
@@ -99,10 +100,13 @@ def _jsonable_args(args: Mapping[str, Any]) -> Dict[str, Any]:
 _ZOO_ONLY_ARGS = ("distilled", "mlp_layer", "norm_eps")
 
 
-def _timm_config(model: nn.Module, cfg: Mapping[str, Any], args: Mapping[str, Any], family: Family,
-                 full_args: Mapping[str, Any], timm_args: Optional[Mapping[str, Any]], license: Optional[str]):
-    """timm's config.json: architecture (a timm model name), model_args that differ from it, pretrained_cfg."""
+def _write_timm_config(path: Path, model: nn.Module, cfg: Mapping[str, Any], full_args: Mapping[str, Any],
+                       timm_args: Optional[Mapping[str, Any]], license: Optional[str]) -> None:
+    """timm's config.json, written by timm's own `save_config_for_hf` for the timm model of the same
+    name and arguments (built on the meta device: no memory): architecture, model_args that differ
+    from the architecture's, num_classes, label names and the pretrained_cfg with zoo's input config."""
     import timm  # local import: only this export needs timm itself
+    from timm.models._hub import save_config_for_hf
 
     name = cfg.get("name")
     if not name or not timm.is_model(name) or timm_args is None:
@@ -114,26 +118,17 @@ def _timm_config(model: nn.Module, cfg: Mapping[str, Any], args: Mapping[str, An
     if clash:
         raise ValueError(f"format='timm': {', '.join(f'{k}={model_args[k]!r}' for k in clash)} differs from timm's "
                          f"{name}, and timm's constructor has no such argument")
+    model_args = {k: tuple(v) if isinstance(v, list) else v for k, v in model_args.items()}
+    with torch.device("meta"):
+        reference = timm.create_model(name, pretrained=False, **model_args)
     inp = cfg["input"]
-    state = model.state_dict()
-    heads = [p for p in family.classifier if f"{p}.weight" in state]
-    pretrained_cfg = {
-        "tag": cfg.get("tag"), "custom_load": False,
-        "input_size": [args.get("in_chans", 3), *inp["img_size"]],
-        "fixed_input_size": not args.get("dynamic_img_size", False),
-        "interpolation": inp["interpolation"], "crop_pct": inp["crop_pct"], "crop_mode": "center",
-        "mean": inp["mean"], "std": inp["std"], "num_classes": args.get("num_classes"),
-        "first_conv": family.first_conv,
-        "classifier": heads[0] if len(heads) == 1 else (heads or None), "license": license,
-    }
-    config = {"architecture": name, "num_classes": args.get("num_classes"),
-              "num_features": getattr(model, "num_features", None)}
-    if "global_pool" in args:
-        config["global_pool"] = args["global_pool"]
-    if model_args:
-        config["model_args"] = _jsonable_args(model_args)
-    config["pretrained_cfg"] = {k: v for k, v in pretrained_cfg.items() if v is not None}
-    return config
+    reference.pretrained_cfg = dict(reference.pretrained_cfg, tag=cfg.get("tag"), license=license)
+    data_config = {"input_size": (full_args.get("in_chans", 3), *inp["img_size"]), "interpolation": inp["interpolation"],
+                   "mean": tuple(inp["mean"]), "std": tuple(inp["std"]), "crop_pct": inp["crop_pct"],
+                   "crop_mode": "center"}
+    labels = cfg.get("label_names")
+    save_config_for_hf(reference, str(path), model_config={"label_names": list(labels)} if labels else None,
+                       model_args=_jsonable_args(model_args), data_config=data_config)
 
 
 def _plain(value: Any) -> Any:
