@@ -150,7 +150,7 @@ def test_another_num_classes_img_size_and_in_chans_are_adapted_like_timm(tmp_pat
     with caplog.at_level("INFO", logger="zoo.weights"):
         ours = zoo.create("deit_tiny_patch16_224", pretrained=True, depth=2, num_classes=10, img_size=160,
                           in_chans=1, cache_dir=cache).eval()
-    notes = ["resampled pos_embed 14x14 -> 10x10 (bicubic)",  # the family's checkpoint filter first
+    notes = ["resampled pos_embed 14x14 -> 10x10 (bicubic_antialias)",  # the family's checkpoint filter first
              "dropped the 1000-class head (head), new 10-class head initialised",
              "adapted patch_embed.proj from 3 to 1 input channels (summed over the input channels)"]
     assert ours.zoo_config["weights"]["adapted"] == notes
@@ -509,20 +509,20 @@ def test_cli_export_to_timm_format(tmp_path, offline, capsys):
 
 
 def test_swin_weights_load_into_another_window_with_resized_bias_tables(tmp_path):
-    """A window-7 Swin checkpoint in a window-12 model at 384: every bias table is resized bicubically
-    (13x13 -> 23x23 offsets per head), the rest loads strictly, and the model runs."""
+    """A window-7 Swin checkpoint in a window-12 model at 384: every bias table is resized as timm's
+    filter resizes it (13x13 -> 23x23 offsets per head), the rest loads strictly, and the model runs."""
     src = randomize_(zoo.create("swin_tiny_patch4_window7_224", depths=(2, 2, 2, 2), num_classes=5)).eval()
     path = tmp_path / "w7.safetensors"
     safetensors.torch.save_file(src.state_dict(), str(path))
     model = zoo.create("swin_tiny_patch4_window7_224", depths=(2, 2, 2, 2), num_classes=5, img_size=384,
                        window_size=12, checkpoint_path=str(path)).eval()
     notes = model.zoo_config["weights"]["adapted"]
-    assert notes == ["resized 8 relative-position bias tables (bicubic) for window 12x12: 169 -> 529 rows"]
+    assert notes == ["resized 8 relative-position bias tables (geometric) for window 12x12: 169 -> 529 rows"]
     for name, table in model.named_parameters():
         if name.endswith("relative_position_bias_table"):
-            old = src.state_dict()[name].T.reshape(1, -1, 13, 13)  # (1, heads, 13, 13) offsets
-            expected = torch.nn.functional.interpolate(old, size=(23, 23), mode="bicubic", antialias=True)
-            assert max_diff(table, expected.reshape(-1, 23 * 23).T) < 1e-5, name
+            old = src.state_dict()[name]
+            expected = timm.layers.resize_rel_pos_bias_table(old, (12, 12), tuple(table.shape))
+            assert max_diff(table, expected) < 1e-5, name
     assert torch.equal(model.state_dict()["head.fc.weight"], src.state_dict()["head.fc.weight"])
     with torch.no_grad():
         assert torch.isfinite(model(torch.randn(1, 3, 384, 384))).all()

@@ -303,11 +303,15 @@ def test_window7_weights_load_into_a_window12_model():
     big = zoo.create("swin_base_patch4_window12_384", depths=(1, 1, 2, 1)).eval()
     state, notes = checkpoint_filter_fn(small.state_dict(), big)
     big.load_state_dict(state, strict=True)
-    assert notes == ["resized 5 relative-position bias tables (bicubic) for window 12x12: 169 -> 529 rows"]
-    old = small.layers[2].blocks[1].attn.relative_position_bias_table  # (13*13, 16)
-    expected = F.interpolate(old.detach().T.reshape(1, 16, 13, 13), size=(23, 23), mode="bicubic",
-                             align_corners=False, antialias=True).reshape(16, 23 * 23).T
-    assert max_diff(big.layers[2].blocks[1].attn.relative_position_bias_table, expected) < 1e-6
+    assert notes == ["resized 5 relative-position bias tables (geometric) for window 12x12: 169 -> 529 rows"]
+    old = small.layers[2].blocks[1].attn.relative_position_bias_table.detach()  # (13*13, 16)
+    expected = timm.layers.resize_rel_pos_bias_table(old, (12, 12), (23 * 23, 16))  # timm's own filter uses it
+    assert max_diff(big.layers[2].blocks[1].attn.relative_position_bias_table, expected) < 1e-5
+    original = zoo.create("swin_base_patch4_window12_384", depths=(1, 1, 2, 1), bias_table_resample="bicubic")
+    state, notes = checkpoint_filter_fn(small.state_dict(), original)
+    # the Swin repository's load_pretrained: F.interpolate(size=(2M-1, 2M-1), mode="bicubic"), no antialias
+    expected = F.interpolate(old.T.reshape(1, 16, 13, 13), size=(23, 23), mode="bicubic").reshape(16, 23 * 23).T
+    assert max_diff(state["layers.2.blocks.1.attn.relative_position_bias_table"], expected) < 1e-6
     assert max_diff(big.layers[2].blocks[1].attn.qkv.weight, small.layers[2].blocks[1].attn.qkv.weight) == 0
     with torch.no_grad():
         out = big(torch.randn(1, 3, 384, 384))

@@ -85,6 +85,8 @@ def cmd_info(args: argparse.Namespace) -> int:
         return cmd_env(args)
     if args.name is None:
         raise ValueError("give a model NAME (zoo list shows them), or --system for this machine")
+    if factory.is_repo_reference(args.name) or (Path(args.name).is_dir() and not REGISTRY.is_registered(args.name)):
+        return _info_saved(args)
     variant = model_info(args.name)
     cost = variant_cost(variant.name)
     family = REGISTRY.families[variant.family]
@@ -93,6 +95,7 @@ def cmd_info(args: argparse.Namespace) -> int:
             "name": variant.name, "family": variant.family, "aliases": list(variant.aliases),
             "description": variant.description, "args": dict(variant.args), "params": cost["params"],
             "gmacs": cost["macs"] / 1e9, "input_size": list(cost["input_size"]), "input": variant.input.to_dict(),
+            "input_sizes": cost["input_sizes"],
             "weights": {t: {"hf_hub_id": w.hf_hub_id, "filename": w.filename, "format": w.format,
                             "license": w.license, "num_classes": w.num_classes, "top1": w.top1, "top5": w.top5,
                             "sha256": w.sha256} for t, w in variant.weights.items()},
@@ -109,6 +112,7 @@ def cmd_info(args: argparse.Namespace) -> int:
         f"  GMACs        {cost['macs'] / 1e9:.2f} per image at {'x'.join(map(str, cost['input_size']))}",
         f"  input        {_size(inp.img_size)}, mean {inp.mean}, std {inp.std}, crop_pct {inp.crop_pct}, "
         f"{inp.interpolation}",
+        f"  sizes        {cost['input_sizes']}" if cost["input_sizes"] else None,
         "  args         " + " ".join(f"{k}={v}" for k, v in variant.args.items()),
     ]
     print("\n".join(line for line in lines if line is not None))
@@ -122,6 +126,35 @@ def cmd_info(args: argparse.Namespace) -> int:
         print(_table(rows, ["    tag", "hub repo", "license", "head", "reported"]))
     else:
         print("  weights      none (architecture only)")
+    return 0
+
+
+def _info_saved(args: argparse.Namespace) -> int:
+    """`zoo info DIR` / `zoo info hf-hub:ORG/NAME`: a saved model, built on the meta device from its config
+    and its weights' header (nothing is allocated, no tensor is read)."""
+    import torch
+
+    from .weights.card import input_sizes
+
+    with torch.device("meta"):
+        model = factory.create(args.name)
+    cfg = model.zoo_config
+    info = {"source": args.name, "family": cfg["family"], "variant": cfg.get("name"), "tag": cfg.get("tag"),
+            "args": cfg["args"], "input": cfg["input"], "input_sizes": input_sizes(model),
+            "params": sum(p.numel() for p in model.parameters()), "weights": cfg.get("weights")}
+    if args.json:
+        print(json.dumps(info, indent=2, default=str))
+        return 0
+    inp = cfg["input"]
+    lines = [f"{args.name}  ({cfg['family']}" + (f", {cfg['name']}" if cfg.get("name") else "") + ")",
+             f"  params       {info['params']:,} ({info['params'] / 1e6:.2f}M)",
+             f"  input        {_size(inp['img_size'])}, mean {inp['mean']}, std {inp['std']}, crop_pct "
+             f"{inp['crop_pct']}, {inp['interpolation']}",
+             f"  sizes        {info['input_sizes']}" if info["input_sizes"] else None,
+             "  args         " + " ".join(f"{k}={v}" for k, v in cfg["args"].items()),
+             f"  license      {(cfg.get('weights') or {}).get('license') or '?'}"]
+    lines += [f"  loaded       {note}" for note in (cfg.get("weights") or {}).get("adapted", [])]
+    print("\n".join(line for line in lines if line is not None))
     return 0
 
 
@@ -275,7 +308,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("info", help="show one model: params, GMACs, input config, weight tags",
                        description="Show a model's registry entry, parameter count, GMACs and weight tags; "
                                    "with --system, this machine instead (as zoo env).")
-    p.add_argument("name", nargs="?", help="variant name or alias, e.g. vit_b_16")
+    p.add_argument("name", nargs="?", help="variant name or alias (e.g. vit_b_16), or a saved model: a folder or "
+                                           "hf-hub:ORG/NAME")
     p.add_argument("--system", action="store_true", help="show this machine instead of a model (zoo env)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_info)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, List, Mapping, Optional, Sequence, Tuple, Union
 
@@ -28,7 +28,7 @@ from .complexity import check_memory, count_macs, count_params
 from .helpers import to_2tuple
 from .registry import REGISTRY, Registry
 from .specs import ConversionError, Converted, InputConfig, UnknownModelError, Variant, WeightTag, parse_input
-from .weights import adapt, origins, push, research, save, unwrap
+from .weights import adapt, card, origins, push, research, save, unwrap
 from .weights.errors import RepoConfigError
 from .weights.integrity import read_header, read_json, read_safetensors
 from .weights.source import CONFIG_NAME, WEIGHTS_NAME, PathLike, Source
@@ -114,6 +114,8 @@ def create(
         path = adapt.checked_path(checkpoint_path)
         weights = _Weights(lambda meta: (read_header(path, str(path)) if meta else read_safetensors(path, str(path)),
                                          []), None, str(path), checkpoint_branch)
+    if weights is not None:
+        args.update(weights.conventions)  # the origin's resampling and input sizes; overrides still win
     model = build_checked(registry, variant.family, args, input_cfg, weights, num_classes=num_classes,
                           img_size=img_size, overrides=overrides, name=variant.name, tag=tag)
     if pretrained:
@@ -130,6 +132,7 @@ class _Weights:
     source_args: Optional[Mapping[str, Any]]
     label: str
     branch: Optional[str] = None
+    conventions: Mapping[str, Any] = field(default_factory=dict)  # the origin's, from its converter
 
 
 def build_checked(registry: Registry, family_name: str, args: Mapping[str, Any], input_cfg: InputConfig,
@@ -148,8 +151,8 @@ def build_checked(registry: Registry, family_name: str, args: Mapping[str, Any],
         adapt.load_state_dict(meta, state_dict, family, weights.source_args, weights.label, notes, weights.branch,
                               check_only=True)
     model = build(registry, family_name, args, input_cfg, **build_args)
-    if weights is not None:
-        state_dict, notes = weights.read(False)
+    if weights is not None:  # on a meta default device (zoo info, variant_cost) the header is all it needs
+        state_dict, notes = weights.read(next(iter(model.parameters()), torch.empty(())).is_meta)
         adapt.load_state_dict(model, state_dict, family, weights.source_args, weights.label, notes, weights.branch)
     return model
 
@@ -200,7 +203,9 @@ def _weight_tag(registry: Registry, name: str, weight: WeightTag, source_args: M
         converted = _from_transformers(registry, config, state_dict, source.describe(CONFIG_NAME))
         return converted.state_dict, converted.notes
 
-    return _Weights(read, source_args, label)
+    conventions = {} if config is None else \
+        _from_transformers(registry, config, read_header(path, label, source.hint), label).conventions
+    return _Weights(read, source_args, label, conventions=conventions)
 
 
 def _from_transformers(registry: Registry, config: Mapping[str, Any], state_dict: dict, label: str) -> Converted:
@@ -218,7 +223,8 @@ def convert_transformers(config: Mapping[str, Any], state_dict: dict, label: str
     architecture, num_classes, img_size and norm_eps, aside). Raises RepoConfigError naming `label`."""
     registry = registry or REGISTRY
     converted = _from_transformers(registry, config, state_dict, label)
-    variant = registry.match_variant(converted.family, converted.args, ignore=("num_classes", "img_size", "norm_eps"),
+    ignore = ("num_classes", "img_size", "norm_eps", *converted.conventions)
+    variant = registry.match_variant(converted.family, converted.args, ignore=ignore,
                                      prefer=lambda v: converted.prefer in v.name or converted.prefer in v.weights)
     return converted, variant
 
@@ -291,14 +297,16 @@ def _check_args(registry: Registry, family: str, args: Mapping[str, Any], what: 
 
 
 def variant_cost(name: str, input_size: Optional[Sequence[int]] = None) -> dict:
-    """{'params': int, 'macs': int, 'input_size': (C, H, W)} for a registered variant, measured on the
-    meta device (no memory, no arithmetic); `input_size` defaults to the variant's."""
+    """{'params': int, 'macs': int, 'input_size': (C, H, W), 'input_sizes': str} for a registered variant,
+    measured on the meta device (no memory, no arithmetic); `input_size` defaults to the variant's;
+    'input_sizes' says which sizes the model takes (`zoo.weights.card.input_sizes`)."""
     with torch.device("meta"):
         model = create(name)
     if input_size is None:
         in_chans = model.zoo_config["args"].get("in_chans", 3)
         input_size = (in_chans, *model.zoo_config["input"]["img_size"])
-    return {"params": count_params(model), "macs": count_macs(model, input_size), "input_size": tuple(input_size)}
+    return {"params": count_params(model), "macs": count_macs(model, input_size), "input_size": tuple(input_size),
+            "input_sizes": card.input_sizes(model)}
 
 
 # ====================================================================================== saving

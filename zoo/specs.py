@@ -117,6 +117,9 @@ class Converted:
     tag: Optional[str] = None  # the registry weight tag these weights are (research releases)
     match: Optional[Dict[str, Any]] = None  # partial args: the variant with `tag` having these completes `args`
     prefer: str = ""  # among registry variants of this architecture, prefer one whose name or tags contain it
+    # builder arguments that reproduce the origin's behaviour (resampling, any-size input, window padding);
+    # also in `args`. Applied whenever these weights are loaded, unless the caller overrides them.
+    conventions: Dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

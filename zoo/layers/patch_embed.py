@@ -17,7 +17,9 @@ class PatchEmbed(nn.Module):
     Output is `(B, N, D)` tokens in row-major patch order (`output_fmt="NLC"`) or a `(B, h, w, D)` map
     (`output_fmt="NHWC"`, used by Swin). With `strict_img_size` the input must be exactly `img_size`;
     otherwise any size divisible by the patch works, and with `dynamic_img_pad` any size at all
-    (the image is zero-padded right/bottom up to a multiple of the patch).
+    (the image is zero-padded right/bottom up to a multiple of the patch), or with `dynamic_img_crop`
+    (the right/bottom pixels that do not fill a whole patch are ignored, as transformers' strided
+    convolution does).
     """
 
     def __init__(
@@ -31,10 +33,14 @@ class PatchEmbed(nn.Module):
         output_fmt: str = "NLC",
         strict_img_size: bool = True,
         dynamic_img_pad: bool = False,
+        dynamic_img_crop: bool = False,
     ) -> None:
         super().__init__()
         if output_fmt not in ("NLC", "NHWC"):
             raise ValueError(f"output_fmt must be 'NLC' or 'NHWC', got {output_fmt!r}")
+        if dynamic_img_pad and dynamic_img_crop:
+            raise ValueError("dynamic_img_pad and dynamic_img_crop are alternatives (pad the image to whole patches, "
+                             "or ignore the pixels of a partial patch); pass one")
         self.img_size = to_2tuple(img_size, "img_size")
         self.patch_size = to_2tuple(patch_size, "patch_size")
         self.grid_size = (self.img_size[0] // self.patch_size[0], self.img_size[1] // self.patch_size[1])
@@ -43,6 +49,7 @@ class PatchEmbed(nn.Module):
         self.output_fmt = output_fmt
         self.strict_img_size = strict_img_size
         self.dynamic_img_pad = dynamic_img_pad
+        self.dynamic_img_crop = dynamic_img_crop
         self.proj = nn.Conv2d(in_chans, embed_dim, kernel_size=self.patch_size, stride=self.patch_size, bias=bias)
         self.norm = norm_layer(embed_dim) if norm_layer else nn.Identity()
 
@@ -68,12 +75,12 @@ class PatchEmbed(nn.Module):
             raise ValueError(
                 f"expected input size {self.img_size[0]}x{self.img_size[1]} (the model's img_size), got {H}x{W}; "
                 f"resize the images, build with img_size=({H}, {W}), or pass dynamic_img_size=True")
-        if not self.strict_img_size and not self.dynamic_img_pad:
+        if not self.strict_img_size and not self.dynamic_img_pad and not self.dynamic_img_crop:
             ph, pw = self.patch_size
             if H % ph or W % pw:
                 raise ValueError(
                     f"input size {H}x{W} is not divisible by the patch size {ph}x{pw}; "
-                    f"crop or resize to a multiple of the patch, or pass dynamic_img_pad=True")
+                    f"crop or resize to a multiple of the patch, or pass dynamic_img_pad=True (or dynamic_img_crop=True)")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.check_input(x)

@@ -25,7 +25,7 @@ from torch import nn
 from .attention import _prefer_explicit, explicit_attention
 from ..helpers import IntOrPair, to_2tuple
 from .linear import Linear
-from .pos_embed import resample_pos_embed
+from .pos_embed import check_resample_method, resample_pos_embed
 
 SHIFT_MASK_VALUE = -100.0  # between tokens of different shift regions, as in the Swin reference code
 PAD_MASK_VALUE = -1e4  # for padded keys: exp() of it is exactly 0 in float32 and bfloat16
@@ -232,14 +232,17 @@ def resize_relative_position_bias_table(
     table: torch.Tensor,
     new_window: IntOrPair,
     old_window: Optional[IntOrPair] = None,
+    method: str = "geometric",
 ) -> torch.Tensor:
     """Resample a `((2*Mh-1) * (2*Mw-1), heads)` relative-position bias table to another window size.
 
-    The table is a `(2*Mh-1) x (2*Mw-1)` grid of offsets with one channel per head; it is resized like
-    a positional embedding (`resample_pos_embed`: bicubic, antialiased, float32, returned in the
-    input dtype). `old_window` defaults to the square window the table's length implies.
+    The table is a `(2*Mh-1) x (2*Mw-1)` grid of offsets with one channel per head. `method`: "geometric"
+    (default: BEiT's rule, as timm resizes Swin tables) or "bicubic" (the Swin repository's loader; also
+    "bicubic_antialias"), computed in float32 and returned in the input dtype. `old_window` defaults
+    to the square window the table's length implies.
     """
     new_window = to_2tuple(new_window, "new_window")
+    check_resample_method(method, ("geometric", "bicubic", "bicubic_antialias"))
     if table.ndim != 2:
         raise ValueError(f"expected a (positions, heads) bias table, got shape {tuple(table.shape)}")
     if old_window is None:
@@ -256,4 +259,4 @@ def resize_relative_position_bias_table(
                          f"got {table.shape[0]}")
     if new_grid == old_grid:
         return table
-    return resample_pos_embed(table.unsqueeze(0), new_grid, old_grid).squeeze(0)
+    return resample_pos_embed(table.unsqueeze(0), new_grid, old_grid, method=method).squeeze(0)

@@ -27,6 +27,7 @@ from torch.utils.checkpoint import checkpoint
 from ..layers import (
     DropPath, LayerNorm, Linear, Mlp, PatchEmbed, PatchMerging, WindowAttention, to_2tuple, window_geometry,
     window_partition, window_reverse)
+from ..layers.pos_embed import check_resample_method
 from .features import take_indices
 
 GLOBAL_POOLS = ("avg", "max", "")
@@ -147,6 +148,8 @@ class SwinTransformer(nn.Module):
         mlp_ratio, qkv_bias: MLP expansion; bias in the qkv projection.
         drop_rate: head dropout.  proj_drop_rate, attn_drop_rate: other dropouts.
         drop_path_rate: stochastic depth, rising linearly over all blocks to this value (timm's default 0.1).
+        bias_table_resample: how a checkpoint's bias tables are resized for another window: "geometric"
+            (timm's, the default) or "bicubic" (the Swin repository's loader). Loading sets the origin's.
     """
 
     def __init__(
@@ -166,8 +169,10 @@ class SwinTransformer(nn.Module):
         proj_drop_rate: float = 0.0,
         attn_drop_rate: float = 0.0,
         drop_path_rate: float = 0.1,
+        bias_table_resample: str = "geometric",
     ) -> None:
         super().__init__()
+        self.bias_table_resample = check_resample_method(bias_table_resample, ("geometric", "bicubic"))
         depths, num_heads = tuple(depths), tuple(num_heads)
         if len(depths) != len(num_heads) or not depths or min(depths) < 1:
             raise ValueError(f"depths and num_heads need one positive entry per stage, got {depths} and {num_heads}")

@@ -35,7 +35,8 @@ def checkpoint_filter_fn(state_dict: StateDict, model: SwinTransformer,
     - Buffers that older checkpoints saved (`relative_position_index`, `attn_mask`) are dropped;
       zoo rebuilds them per input size.
     - Relative-position bias tables whose window differs from the model's (e.g. window 7 weights in a
-      window 12 model at 384) are resized bicubically (`resize_relative_position_bias_table`).
+      window 12 model at 384) are resized by the model's `bias_table_resample` (timm's geometric rule,
+      or the Swin repository's bicubic for its weights; `resize_relative_position_bias_table`).
     Everything else (e.g. a head of another size) is left for the strict load to report. Returns
     (state dict, one line per kind of change).
     """
@@ -52,11 +53,11 @@ def checkpoint_filter_fn(state_dict: StateDict, model: SwinTransformer,
         if key.endswith("relative_position_bias_table") and key in targets and value.shape != targets[key].shape:
             attn = model.get_submodule(key.rsplit(".", 1)[0])
             resized.append((value.shape[0], (2 * attn.window_size[0] - 1) * (2 * attn.window_size[1] - 1)))
-            value = resize_relative_position_bias_table(value, attn.window_size)
+            value = resize_relative_position_bias_table(value, attn.window_size, method=model.bias_table_resample)
         out[key] = value
     notes = []
     if resized:
-        notes.append(f"resized {len(resized)} relative-position bias tables (bicubic) for window "
+        notes.append(f"resized {len(resized)} relative-position bias tables ({model.bias_table_resample}) for window "
                      f"{model.window_size[0]}x{model.window_size[1]}: "
                      + ", ".join(f"{a} -> {b} rows" for a, b in sorted(set(resized))))
     if dropped:
@@ -123,7 +124,8 @@ def from_transformers(config: Mapping[str, Any], state_dict: StateDict) -> Conve
         "qkv_bias": bool(config.get("qkv_bias", True)),
         "num_classes": out["head.fc.weight"].shape[0] if "head.fc.weight" in out else 0,
     }
-    return Converted("swin", args, out, notes)
+    args.update(ORIGINAL_CONVENTIONS)
+    return Converted("swin", args, out, notes, conventions=dict(ORIGINAL_CONVENTIONS))
 
 
 # ------------------------------------------------------------------------------- research releases
@@ -160,9 +162,13 @@ def from_swin_release(state_dict: StateDict, variant: Optional[Variant] = None) 
             "num_heads": [t.shape[1] for t in tables], "window_size": window,
             "mlp_ratio": sd["layers.0.blocks.0.mlp.fc1.weight"].shape[0] / dim,
             "qkv_bias": "layers.0.blocks.0.attn.qkv.bias" in sd,
-            "num_classes": sd["head.fc.weight"].shape[0] if "head.fc.weight" in sd else 0}
-    return Converted("swin", args, sd, notes)
+            "num_classes": sd["head.fc.weight"].shape[0] if "head.fc.weight" in sd else 0, **ORIGINAL_CONVENTIONS}
+    return Converted("swin", args, sd, notes, conventions=dict(ORIGINAL_CONVENTIONS))
 
+
+# The Swin repository's behaviour, which torchvision and transformers share: its loader resizes bias
+# tables by plain bicubic (transformers never resizes them; bicubic is the repository's rule).
+ORIGINAL_CONVENTIONS: Dict[str, Any] = {"bias_table_resample": "bicubic"}
 
 # transformers model_type -> converter; research release name (`zoo convert --from`) -> converter
 TRANSFORMERS = {"swin": from_transformers}

@@ -20,6 +20,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from ..layers import Block, LayerNorm, Linear, Mlp, PatchEmbed, SwiGLU, resample_pos_embed, sincos_2d_pos_embed, to_2tuple
+from ..layers.pos_embed import RESAMPLE_METHODS, check_resample_method
 from .features import intermediate_layers
 
 MLP_LAYERS = {"mlp": Mlp, "swiglu": SwiGLU}
@@ -49,6 +50,12 @@ class VisionTransformer(nn.Module):
         mlp_layer: 'mlp' (GELU) or 'swiglu' (DINOv2 giant).
         dynamic_img_size: accept any input size divisible by the patch; positions are resampled.
         dynamic_img_pad: with dynamic_img_size, accept any size; the image is padded right/bottom.
+        dynamic_img_crop: with dynamic_img_size, accept any size; pixels right/bottom of the last whole
+            patch are ignored (transformers' Dinov2 does this).
+        pos_embed_resample: how learned positions are resampled to another grid, at run time
+            (dynamic_img_size) and when loading or `set_input_size`: "bicubic_antialias" (timm),
+            "bicubic" (transformers, the MAE and DeiT repositories) or "bicubic_offset" (the DINOv2
+            repository); see `zoo.layers.pos_embed.RESAMPLE_METHODS`. Loading sets the origin's.
         norm_eps: LayerNorm epsilon; 1e-6 as in timm and DINOv2 (transformers' ViT, DeiT and ViTMAE use 1e-12).
     """
 
@@ -80,10 +87,13 @@ class VisionTransformer(nn.Module):
         mlp_layer: str = "mlp",
         dynamic_img_size: bool = False,
         dynamic_img_pad: bool = False,
+        dynamic_img_crop: bool = False,
+        pos_embed_resample: str = "bicubic_antialias",
         norm_eps: float = 1e-6,
     ) -> None:
         super().__init__()
         _check_args(global_pool, class_token, pos_embed, mlp_layer, distilled, reg_tokens, depth, num_classes)
+        self.pos_embed_resample = check_resample_method(pos_embed_resample, RESAMPLE_METHODS[:3])
         use_fc_norm = global_pool == "avg" if fc_norm is None else fc_norm
 
         self.num_classes = num_classes
@@ -100,7 +110,7 @@ class VisionTransformer(nn.Module):
 
         self.patch_embed = PatchEmbed(
             img_size, patch_size, in_chans, embed_dim,
-            strict_img_size=not dynamic_img_size, dynamic_img_pad=dynamic_img_pad)
+            strict_img_size=not dynamic_img_size, dynamic_img_pad=dynamic_img_pad, dynamic_img_crop=dynamic_img_crop)
         self.cls_token = _zeros(1, embed_dim) if class_token else None
         self.dist_token = _zeros(1, embed_dim) if distilled else None
         self.reg_token = _zeros(reg_tokens, embed_dim) if reg_tokens else None
@@ -163,7 +173,8 @@ class VisionTransformer(nn.Module):
             self.head_dist = _new_head(self.embed_dim, num_classes, like)
 
     def set_input_size(self, img_size: Union[int, Tuple[int, int]]) -> None:
-        """Change the expected input size; learned positions are resampled to the new grid (bicubic)."""
+        """Change the expected input size; learned positions are resampled to the new grid
+        (`pos_embed_resample`), a fixed sin-cos table recomputed."""
         _set_grid(self, to_2tuple(img_size, "img_size"))
 
     # ---------------------------------------------------------------------------------- forward
@@ -301,7 +312,7 @@ def _embed_tokens(model: VisionTransformer, x: torch.Tensor) -> torch.Tensor:
         return torch.cat(prefix + [x], dim=1)
     if model.dynamic_img_size:
         pos = resample_pos_embed(pos, grid, model.patch_embed.grid_size,
-                                 0 if model.no_embed_class else model.num_prefix_tokens)
+                                 0 if model.no_embed_class else model.num_prefix_tokens, model.pos_embed_resample)
     if model.no_embed_class:  # positions for the patches only, then prepend the prefix tokens
         x = torch.cat(prefix + [x + pos], dim=1)
     else:  # positions cover the prefix tokens too
@@ -322,7 +333,8 @@ def _set_grid(model: VisionTransformer, img_size: Tuple[int, int]) -> None:
         if model.pos_embed_type == "sincos":
             new = sincos_2d_pos_embed(model.embed_dim, model.patch_embed.grid_size, prefix).unsqueeze(0)
         else:
-            new = resample_pos_embed(model.pos_embed.data, model.patch_embed.grid_size, old_grid, prefix)
+            new = resample_pos_embed(model.pos_embed.data, model.patch_embed.grid_size, old_grid, prefix,
+                                     model.pos_embed_resample)
         model.pos_embed = nn.Parameter(new.to(model.pos_embed), requires_grad=model.pos_embed.requires_grad)
 
 

@@ -31,7 +31,8 @@ FIRST_CONV = "patch_embed.proj"
 def checkpoint_filter_fn(state_dict: StateDict, model: VisionTransformer,
                          source_args: Optional[Mapping[str, Any]] = None) -> Tuple[StateDict, List[str]]:
     """Fit a checkpoint of this family made at another input size or pooling to `model`: learned
-    positions are resampled from the checkpoint's grid to the model's (`resample_pos_embed`), a fixed
+    positions are resampled from the checkpoint's grid to the model's (`resample_pos_embed`, by the
+    model's `pos_embed_resample`: the convention of the weights' origin), a fixed
     sin-cos table is recomputed; a final norm made for the other pooling moves between `norm` (before
     token pooling) and `fc_norm` (after average pooling), as when MAE's encoder is fine-tuned with
     average pooling. `source_args` are the arguments the checkpoint was made with; without them a
@@ -57,9 +58,9 @@ def checkpoint_filter_fn(state_dict: StateDict, model: VisionTransformer,
         state_dict["pos_embed"] = model.pos_embed.detach().clone()
         return state_dict, notes + [f"recomputed the fixed sin-cos pos_embed for the {new_grid[0]}x{new_grid[1]} "
                                     f"grid (checkpoint: {old_grid[0]}x{old_grid[1]})"]
-    state_dict["pos_embed"] = resample_pos_embed(pos, new_grid, old_grid, prefix)
+    state_dict["pos_embed"] = resample_pos_embed(pos, new_grid, old_grid, prefix, model.pos_embed_resample)
     return state_dict, notes + [f"resampled pos_embed {old_grid[0]}x{old_grid[1]} -> {new_grid[0]}x{new_grid[1]} "
-                                f"(bicubic)"]
+                                f"({model.pos_embed_resample})"]
 
 
 def _move_final_norm(state_dict: StateDict, model: VisionTransformer) -> List[str]:
@@ -169,7 +170,21 @@ def from_transformers(config: Mapping[str, Any], state_dict: StateDict) -> Conve
         args["norm_eps"] = eps  # transformers' ViT, DeiT and ViTMAE: 1e-12
     prefer = {"deit": "deit", "dinov2": "dinov2", "dinov2_with_registers": "dinov2", "vit_mae": "mae"}.get(
         model_type, "vit_")
-    return Converted("vit", args, out, notes, prefer=prefer)
+    conventions = TRANSFORMERS_CONVENTIONS.get(model_type, TRANSFORMERS_CONVENTIONS["vit"])
+    args.update(conventions)
+    return Converted("vit", args, out, notes, prefer=prefer, conventions=dict(conventions))
+
+
+# How each origin's models treat other input sizes (see `zoo.layers.pos_embed.RESAMPLE_METHODS`):
+# transformers' ViT, DeiT and ViTMAE take other sizes only with interpolate_pos_encoding=True (zoo:
+# dynamic_img_size=True) and resample by plain bicubic; its Dinov2 models take any size on every call,
+# ignoring the pixels of a partial patch, Dinov2 by plain bicubic, Dinov2WithRegisters antialiased.
+_ANY_SIZE = {"dynamic_img_size": True, "dynamic_img_crop": True}
+TRANSFORMERS_CONVENTIONS: Dict[str, Dict[str, Any]] = {
+    "vit": {"pos_embed_resample": "bicubic"},
+    "dinov2": {"pos_embed_resample": "bicubic", **_ANY_SIZE},
+    "dinov2_with_registers": {"pos_embed_resample": "bicubic_antialias", **_ANY_SIZE},
+}
 
 
 # ------------------------------------------------------------------------------- research releases
@@ -188,8 +203,9 @@ def from_mae_release(state_dict: StateDict, variant: Optional[Variant] = None) -
     if "fc_norm.weight" in sd:
         args.update(global_pool="avg", fc_norm=True)
     args["num_classes"] = sd["head.weight"].shape[0] if "head.weight" in sd else 0
-    return Converted("vit", args, sd, notes, tag="mae",
-                     match={"embed_dim": args["embed_dim"], "patch_size": args["patch_size"]})
+    conventions = {"pos_embed_resample": "bicubic"}  # the MAE repository's interpolate_pos_embed
+    return Converted("vit", {**args, **conventions}, sd, notes, tag="mae",
+                     match={"embed_dim": args["embed_dim"], "patch_size": args["patch_size"]}, conventions=conventions)
 
 
 def from_dinov2_release(state_dict: StateDict, variant: Optional[Variant] = None) -> Converted:
@@ -209,13 +225,16 @@ def from_dinov2_release(state_dict: StateDict, variant: Optional[Variant] = None
         fold_class_position(sd)
     swiglu = any(".mlp.w12." in k for k in sd)
     sd = {re.sub(r"\.mlp\.w12\.", ".mlp.fc1.", re.sub(r"\.mlp\.w3\.", ".mlp.fc2.", k)): v for k, v in sd.items()}
-    args = dict(_vit_shapes(sd, prefix_tokens=0 if reg else 1), num_classes=0)
+    # The repository's models take any multiple of the patch, resampling per call: with registers
+    # antialiased bicubic to the size, without by bicubic with its interpolate_offset of 0.1.
+    conventions = {"dynamic_img_size": True, "pos_embed_resample": "bicubic_antialias" if reg else "bicubic_offset"}
+    args = dict(_vit_shapes(sd, prefix_tokens=0 if reg else 1), num_classes=0, **conventions)
     want = dict(embed_dim=args["embed_dim"], patch_size=args["patch_size"])
     if reg:
         want["reg_tokens"] = reg
     if swiglu:
         want["mlp_layer"] = "swiglu"
-    return Converted("vit", args, sd, notes, tag="lvd142m", match=want)
+    return Converted("vit", args, sd, notes, tag="lvd142m", match=want, conventions=conventions)
 
 
 def _vit_shapes(sd: StateDict, prefix_tokens: int) -> Dict[str, Any]:

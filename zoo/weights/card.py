@@ -9,12 +9,34 @@ import yaml
 from ..version import __version__
 
 
+def input_sizes(model: Any) -> Optional[str]:
+    """Which input sizes `model` takes, in words, read from its patch embedding (None without one):
+    "224x224 only ...", "any multiple of 14 ...", "any (...)", with how positions are resampled."""
+    embed = getattr(model, "patch_embed", None)
+    if embed is None or not hasattr(embed, "strict_img_size"):
+        return None
+    (h, w), (ph, pw) = embed.img_size, embed.patch_size
+    if embed.strict_img_size:
+        return f"{h}x{w} only (build with img_size=... or dynamic_img_size=True for others)"
+    if getattr(embed, "dynamic_img_crop", False):
+        what = "any (pixels of a partial patch are ignored)"
+    elif embed.dynamic_img_pad:
+        what = "any (padded to whole patches)"
+    else:
+        what = f"any multiple of {ph}x{pw}" if ph != pw else f"any multiple of {ph}"
+    method = getattr(model, "pos_embed_resample", None)
+    if method is not None and getattr(model, "pos_embed", None) is not None:
+        what += f"; positions resampled from {embed.grid_size[0]}x{embed.grid_size[1]} on each call ({method})"
+    return what
+
+
 def model_card(cfg: Mapping[str, Any], args: Mapping[str, Any], license: Optional[str],
                metrics: Mapping[str, float], format: str, repo_id: Optional[str], save_dir: Path,
-               params: Optional[int], macs: Optional[int]) -> str:
+               params: Optional[int], macs: Optional[int], sizes: Optional[str] = None) -> str:
     """The README.md of a saved model: YAML front matter the Hub reads (library, license, tags, pipeline),
-    a table (family, architecture, weights, parameters, GMACs, input, classes, labels, reported
-    metrics, source) and a usage snippet for zoo or timm. `params` / `macs` may be None (shown as ?)."""
+    a table (family, architecture, weights, parameters, GMACs, input, input sizes taken (`sizes`, from
+    `input_sizes`), classes, labels, reported metrics, source) and a usage snippet for zoo or timm.
+    `params` / `macs` may be None (shown as ?)."""
     family, name, tag = cfg["family"], cfg.get("name"), cfg.get("tag")
     title = (f"{name}.{tag}" if tag else name) or f"{family} model"
     num_classes = args.get("num_classes", 0)
@@ -29,6 +51,7 @@ def model_card(cfg: Mapping[str, Any], args: Mapping[str, Any], license: Optiona
             ("GMACs", f"{macs / 1e9:.2f} at {args.get('in_chans', 3)}x{size}" if macs is not None else "?"),
             ("Input size", f"{size}, mean {_nums(inp['mean'])}, std {_nums(inp['std'])}, crop_pct {inp['crop_pct']}, "
                            f"{inp['interpolation']}"),
+            *([("Input sizes taken", sizes)] if sizes else []),
             ("Classes", str(num_classes) if num_classes else "none (features)")]
     labels = cfg.get("label_names")
     if labels:

@@ -17,7 +17,7 @@ from torch import nn
 from ..complexity import count_macs, count_params
 from ..specs import Family
 from ..version import __version__
-from .card import model_card
+from .card import input_sizes, model_card
 from .source import CARD_NAME, CONFIG_NAME, WEIGHTS_NAME, PathLike
 
 log = logging.getLogger("zoo.weights")
@@ -70,8 +70,8 @@ def save_pretrained(model: nn.Module, save_dir: PathLike, family: Family, full_a
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
     save_file(tensors, str(save_dir / WEIGHTS_NAME), metadata={"format": "pt"})
     params, macs = _cost(family, args, cfg["input"])
-    (save_dir / CARD_NAME).write_text(model_card(cfg, args, license, metrics, format, repo_id, save_dir, params, macs),
-                                      encoding="utf-8")
+    card = model_card(cfg, args, license, metrics, format, repo_id, save_dir, params, macs, input_sizes(model))
+    (save_dir / CARD_NAME).write_text(card, encoding="utf-8")
     log.info("saved %s to %s (%s format)", cfg.get("name") or cfg["family"], save_dir, format)
     return save_dir
 
