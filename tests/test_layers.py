@@ -141,9 +141,9 @@ def test_low_precision_cpu_attention_in_chunks_equals_one_pass(monkeypatch, cpu_
         scores = scores.masked_fill(~mask, float("-inf")) if mask.dtype == torch.bool else scores + mask.float()
     ref = scores.softmax(-1) @ v.float()
     with torch.inference_mode():
-        whole = explicit_attention(q, k, v, mask)
+        whole = explicit_attention(q, k, v, mask, scale=1.0)
         monkeypatch.setattr(attention_module, "_CHUNK_BYTES", chunk_bytes)
-        chunked = explicit_attention(q, k, v, mask)
+        chunked = explicit_attention(q, k, v, mask, scale=1.0)
     assert whole.dtype == chunked.dtype == torch.bfloat16
     assert torch.equal(whole, chunked)
     assert max_diff(whole.float(), ref) < 0.05  # bf16 rounding of outputs up to ~3

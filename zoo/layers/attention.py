@@ -77,7 +77,7 @@ class Attention(nn.Module):
         if self.attn_sink is None and not _prefer_explicit(q):
             x = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=dropout_p)
         else:
-            x = explicit_attention(q * self.scale, k, v, attn_mask, dropout_p, self.attn_sink)
+            x = explicit_attention(q, k, v, attn_mask, dropout_p, self.attn_sink, self.scale)
         x = x.transpose(1, 2).flatten(2)  # (B, Lq, D)
         return self.proj_drop(self.proj(x))
 
@@ -100,36 +100,50 @@ def explicit_attention(
     attn_mask: Optional[torch.Tensor] = None,
     dropout_p: float = 0.0,
     sink: Optional[List[torch.Tensor]] = None,
+    scale: Optional[float] = None,
 ) -> torch.Tensor:
-    """softmax(q k^T + mask) v with the weights materialised; `q` must already be scaled.
+    """softmax(scale * q k^T + mask) v with the weights materialised, as `F.scaled_dot_product_attention`
+    computes it (`scale` defaults to head_dim**-0.5). For bf16 / fp16 inputs the scores, the scaling,
+    the mask and the softmax are in float32, as in PyTorch's CPU kernel (`_scores`).
 
     (B, ..., Lq, hd), (B, ..., N, hd) x2 -> (B, ..., Lq, hd); the mask broadcasts against the scores
     (B, ..., Lq, N). The weights are appended to `sink` when one is given (see capture_attention).
     """
+    scale = q.shape[-1] ** -0.5 if scale is None else scale
     if sink is None and _prefer_explicit(q) and not (torch.is_grad_enabled() and
                                                      (q.requires_grad or k.requires_grad or v.requires_grad)):
-        return _chunked_attention_fp32_softmax(q, k, v, attn_mask, dropout_p)
-    attn = q @ k.transpose(-2, -1)  # (B, heads, Lq, N)
-    if attn_mask is not None:  # in place (the matmul's backward does not need its output): one less copy
+        return _chunked_attention_fp32_softmax(q, k, v, attn_mask, dropout_p, scale)
+    attn = _scores(q, k.transpose(-2, -1), scale)  # (B, heads, Lq, N), float32 for bf16 / fp16 inputs
+    if attn_mask is not None:  # in place: the scores are a fresh tensor
         if attn_mask.dtype == torch.bool:
             attn.masked_fill_(~attn_mask, float("-inf"))
         else:
             attn.add_(attn_mask)
     attn = attn.softmax(dim=-1)
     if sink is not None:
-        sink.append(attn.detach())
+        sink.append(attn.detach().to(q.dtype))
     if dropout_p:
         attn = F.dropout(attn, dropout_p)
-    return attn @ v
+    return attn.to(v.dtype) @ v
+
+
+def _scores(q: torch.Tensor, k_t: torch.Tensor, scale: float) -> torch.Tensor:
+    """scale * (q @ k^T) with the numerics of PyTorch's CPU attention kernel: for bf16 / fp16 inputs the
+    product is formed and scaled in float32, never rounded back to the low precision (bf16 scores would
+    carry errors of |score| / 512, enough to reorder large logits; fp16 ones overflow past 65504 with
+    large-norm tokens). Measured: still faster than SDPA's kernel (docs/benchmarks.md)."""
+    if q.dtype in (torch.float16, torch.bfloat16):
+        return torch.matmul(q.float(), k_t.float()).mul_(scale)
+    return torch.matmul(q, k_t).mul_(scale)
 
 
 # float32 scores per chunk: small enough to stay in cache and off the allocator's mmap path
 _CHUNK_BYTES = 4 << 20
 
 
-def _chunked_attention_fp32_softmax(q, k, v, attn_mask, dropout_p):
-    """Inference path for bf16/fp16 on a CPU with that dtype in hardware: the GEMMs in low precision,
-    the mask add and softmax in float32 (PyTorch's CPU softmax is faster in float32 than in bf16, and
+def _chunked_attention_fp32_softmax(q, k, v, attn_mask, dropout_p, scale):
+    """Inference path for bf16/fp16 on a CPU with that dtype in hardware: the scores, mask add and
+    softmax in float32 (`_scores`), the weighted sum of the values in low precision (PyTorch's CPU softmax is faster in float32 than in bf16, and
     more accurate), in chunks of the leading dimension and, for long sequences, of the queries, so
     the float32 scores stay small (at most `_CHUNK_BYTES`)."""
     lq, n = q.shape[-2], k.shape[-2]
@@ -145,7 +159,7 @@ def _chunked_attention_fp32_softmax(q, k, v, attn_mask, dropout_p):
         mask_i = attn_mask[i:j] if per_sample_mask else attn_mask
         for s in range(0, lq, queries):
             e = min(s + queries, lq)
-            attn = torch.matmul(q[i:j, ..., s:e, :], k_t).float()  # (rows, ..., queries, N)
+            attn = _scores(q[i:j, ..., s:e, :], k_t, scale)  # (rows, ..., queries, N), float32
             if mask_i is not None:
                 mask = mask_i[..., s:e, :] if mask_i.dim() >= 2 and mask_i.shape[-2] > 1 else mask_i
                 if mask.dtype == torch.bool:

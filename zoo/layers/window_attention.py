@@ -222,8 +222,8 @@ class WindowAttention(nn.Module):
                 mask = mask.repeat(BW // mask.shape[0], 1, 1, 1)  # (B * nW, heads, N, N)
             x = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
         else:  # explicit softmax: per window, the mask broadcasts over the batch
-            q, k, v = (t.unflatten(0, (-1, geometry.num_windows)) for t in (q * self.scale, k, v))  # (B, nW, ...)
-            x = explicit_attention(q, k, v, mask, dropout_p, self.attn_sink).flatten(0, 1)  # (B * nW, heads, N, hd)
+            q, k, v = (t.unflatten(0, (-1, geometry.num_windows)) for t in (q, k, v))  # (B, nW, ...)
+            x = explicit_attention(q, k, v, mask, dropout_p, self.attn_sink, self.scale).flatten(0, 1)  # (B*nW, ...)
         x = x.transpose(1, 2).reshape(BW, N, C)  # (B * nW, N, C)
         return self.proj_drop(self.proj(x))
 
