@@ -154,4 +154,5 @@ def test_zoo_info_and_the_model_card_say_which_sizes_a_model_takes(tmp_path, cap
     assert main(["info", "vit_small_patch14_dinov2"]) == 0
     assert "sizes        518x518 only" in capsys.readouterr().out
     assert main(["info", "swin_t", "--json"]) == 0
-    assert '"input_sizes": "any (padded to whole patches)"' in capsys.readouterr().out
+    assert '"input_sizes": "any (pixels of a partial patch are ignored); maps padded to whole windows by the ' \
+           '\'timm\' rule"' in capsys.readouterr().out

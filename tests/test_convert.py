@@ -266,7 +266,7 @@ def test_transformers_swin_maps_to_timm_keys(tmp_path):
     converted, _ = factory.convert_transformers(json.loads((tmp_path / "config.json").read_text()), state)
     assert converted.family == "swin"
     assert converted.args == dict(SWIN, in_chans=3, mlp_ratio=4.0, qkv_bias=True, num_classes=5, **converted.conventions)
-    assert converted.conventions == {"bias_table_resample": "bicubic"}
+    assert converted.conventions == {"bias_table_resample": "bicubic", "window_padding": "swin", "dynamic_img_crop": False}
     ref = timm_swin(num_classes=5)
     ref.load_state_dict(converted.state_dict, strict=True)  # layers.0.downsample (HF) is timm's layers.1.downsample
     x = torch.randn(2, 3, 32, 32)
@@ -285,7 +285,7 @@ def test_swin_release_maps_to_timm_keys():
     assert "layers.0.downsample.reduction.weight" in original and "layers.0.blocks.1.attn_mask" in original  # 4 + 1
     converted = from_swin_release({k: v.clone() for k, v in original.items()})
     assert converted.args == dict(SWIN, in_chans=3, mlp_ratio=4.0, qkv_bias=True, num_classes=5, **converted.conventions)
-    assert converted.conventions == {"bias_table_resample": "bicubic"}
+    assert converted.conventions == {"bias_table_resample": "bicubic", "window_padding": "swin", "dynamic_img_crop": False}
     assert converted.notes == ["dropped 5 buffers that the model computes itself (relative_position_index, attn_mask)"]
     timms_own = swin_checkpoint_filter_fn({k: v.clone() for k, v in original.items()}, timm_swin(num_classes=5))
     assert set(converted.state_dict) == set(timms_own)

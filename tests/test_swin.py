@@ -79,19 +79,22 @@ def test_options_match_timm():
 
 
 # ------------------------------------------------------------------------------------ any size
+@pytest.mark.parametrize("crop", [True, False])
 @pytest.mark.parametrize("size", [(224, 224), (256, 320), (200, 300), (97, 129)])
-def test_any_input_size_runs_with_documented_stage_shapes(size):
-    model = randomize_(zoo.create("swin_t", depths=(1, 1, 2, 1), num_classes=10)).eval()
+def test_any_input_size_runs_with_documented_stage_shapes(size, crop):
+    """Stage 1 is floor(H / 4) (a partial patch ignored, as timm) or ceil(H / 4) (the image padded, as
+    transformers); each later stage halves it, rounding up (odd maps are padded before merging)."""
+    model = randomize_(zoo.create("swin_t", depths=(1, 1, 2, 1), num_classes=10, dynamic_img_crop=crop)).eval()
     x = torch.randn(2, 3, *size)
     with torch.no_grad():
         logits = model(x)
         final, maps = model.forward_intermediates(x)
     assert logits.shape == (2, 10) and torch.isfinite(logits).all()
-    H, W = size
-    expected = [(2, 96 * 2**i, math.ceil(H / s), math.ceil(W / s)) for i, s in enumerate((4, 8, 16, 32))]
+    h, w = ((H // 4, W // 4) if crop else (math.ceil(H / 4), math.ceil(W / 4)) for H, W in [size]).__next__()
+    expected = [(2, 96 * 2**i, math.ceil(h / 2**i), math.ceil(w / 2**i)) for i in range(4)]
     assert [tuple(m.shape) for m in maps] == expected
     assert all(torch.isfinite(m).all() for m in maps)
-    assert final.shape == (2, math.ceil(H / 32), math.ceil(W / 32), 768)
+    assert final.shape == (2, *expected[-1][2:], 768)
 
 
 def test_multiple_of_the_window_matches_timm_built_for_that_size():

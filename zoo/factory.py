@@ -389,7 +389,8 @@ def convert_release(src: PathLike, source: str, out_dir: PathLike, model: Option
         family, convert = registry.converter("research", source)
         named = registry.model_info(model) if model else None
         obj = research.read_checkpoint(src)
-        anchors = [f"{family.first_conv}.weight"] if family.first_conv else unwrap.flatten(obj)
+        anchors = getattr(convert, "anchors", None) or ([f"{family.first_conv}.weight"] if family.first_conv
+                                                        else unwrap.flatten(obj))
         state_dict, unwrapped = unwrap.unwrap_state_dict(obj, anchors, branch, label)
         converted = convert(state_dict, named)
         converted = replace(converted, notes=unwrapped + list(converted.notes))

@@ -3,8 +3,21 @@
 A feature map `(B, H, W, C)` is cut into windows of `Mh x Mw` tokens and each token attends only to
 the tokens of its window. On alternate blocks the windows are shifted by half a window (a cyclic roll
 of the map); a region mask then keeps apart the tokens that the roll brought into one window from
-opposite edges. A map that is not a multiple of the window is padded right/bottom to one; padded
-tokens are masked as keys and dropped as queries, so they never change a real token's output.
+opposite edges. A map that is not a multiple of the window is padded right/bottom to one. What the
+padding is, and what happens to maps smaller than the window, differs between implementations, and
+weights reproduce theirs only with its rule (`WINDOW_PADDINGS`, the block's `window_padding`):
+
+- "swin": the Swin repository and transformers: the (normalised) map is padded with zero tokens, then
+  rolled; real tokens attend to the padding, whose keys and values are the qkv biases. Where the
+  map's shorter side is not longer than the window there is no shift, and a square window of that
+  side (transformers refuses such maps; zoo reads the centre of the bias table).
+- "torchvision": as "swin", but the window never shrinks (a small map is padded up to it), and only
+  an axis whose padded length the window covers goes unshifted.
+- "timm": timm's Swin built for the input's size: the map is rolled first, then padded with zero
+  tokens (attended). A map not larger than the window on an axis gets one window the size of the map
+  there, and no shift.
+- "masked": as "timm" for small maps, but padded before the roll and with the padded keys masked
+  out, so padding never changes a real token's output (zoo's own rule, an option).
 
 `window_geometry` computes everything a map size needs, once: the roll and the padding folded into
 one gather index that lays the tokens out window by window, its inverse, the additive shift/padding
@@ -29,6 +42,7 @@ from .pos_embed import check_resample_method, resample_pos_embed
 
 SHIFT_MASK_VALUE = -100.0  # between tokens of different shift regions, as in the Swin reference code
 PAD_MASK_VALUE = -1e4  # for padded keys: exp() of it is exactly 0 in float32 and bfloat16
+WINDOW_PADDINGS = ("swin", "torchvision", "timm", "masked")
 
 
 @dataclass(frozen=True)
@@ -39,11 +53,12 @@ class WindowGeometry:
     window: Tuple[int, int]  # (Mh, Mw) actually used: the configured window, or the map where smaller
     shift: Tuple[int, int]  # cyclic shift (0 where the map is not larger than the window)
     padded_size: Tuple[int, int]  # (Hp, Wp), multiples of the window
-    gather: torch.Tensor  # (nW * N,) long: for each window slot, the map token (row-major) it holds
+    gather: torch.Tensor  # (nW * N,) long: for each window slot, the map token (row-major) it holds; H*W: a zero
     scatter: torch.Tensor  # (H * W,) long: for each map token, its window slot
     mask: Optional[torch.Tensor]  # (nW, N, N) float32 additive mask; None without shift and padding
     relative_position_index: torch.Tensor  # (N * N,) long, into the bias table of the configured window
     key: Tuple  # identifies this geometry in caches
+    zero_padding: bool = False  # padded slots hold zero tokens (gather index H*W), attended
 
     @property
     def num_windows(self) -> int:
@@ -81,28 +96,39 @@ def window_geometry(
     window: Tuple[int, int],
     shift: Tuple[int, int],
     device: torch.device,
+    padding: str = "masked",
 ) -> WindowGeometry:
-    """The window layout of an `(H, W)` map for a block with this `window` and `shift` (0 or M // 2).
-
-    Per axis, a map not larger than the window gets one window the size of the map and no shift (it
-    then uses the centre of the block's relative-position bias table, which is sized for `window`).
-    Otherwise the map is padded right/bottom to a multiple of the window, then rolled by `-shift`
-    (torchvision's order: the region mask is built on the padded map). Cached: call freely.
+    """The window layout of an `(H, W)` map for a block with this `window` and `shift` (0 or M // 2),
+    padded by the rule `padding` (WINDOW_PADDINGS; the module docstring says what each origin does).
+    The map is padded right/bottom to a multiple of the window, and the region mask built on the
+    padded map, in every rule. Cached: call freely.
     """
+    if padding not in WINDOW_PADDINGS:
+        raise ValueError(f"window_padding must be one of {WINDOW_PADDINGS}, got {padding!r}")
     H, W = size
-    win, sft = [], []
-    for n, m, s in zip(size, window, shift):
-        win.append(n if n <= m else m)
-        sft.append(0 if n <= m else s)
+    if padding == "swin":  # one rule for both axes, from the shorter side
+        side = min(H, W)
+        win = [side, side] if side < min(window) else list(window)
+        sft = [0, 0] if side <= min(window) else list(shift)
+    elif padding == "torchvision":  # the window stays; an axis it covers (once padded) is not shifted
+        win = list(window)
+        sft = [0 if m >= math.ceil(n / m) * m else s for n, m, s in zip(size, window, shift)]
+    else:  # timm, masked: per axis, a map not larger than the window is one window, unshifted
+        win = [n if n <= m else m for n, m in zip(size, window)]
+        sft = [0 if n <= m else s for n, m, s in zip(size, window, shift)]
     (mh, mw), (sh, sw) = win, sft
     Hp, Wp = math.ceil(H / mh) * mh, math.ceil(W / mw) * mw
     N, num_windows = mh * mw, (Hp // mh) * (Wp // mw)
     # Tensors built here live in the cache: keep them out of inference mode so autograd can use them.
     with torch.inference_mode(False), torch.no_grad():
-        rows = (torch.arange(Hp) + sh) % Hp  # map row that lands in each row of the rolled, padded map
-        cols = (torch.arange(Wp) + sw) % Wp
+        if padding == "timm":  # roll the map, then pad: slot r holds map row (r + s) % H, or padding
+            rows = torch.where(torch.arange(Hp) < H, (torch.arange(Hp) + sh) % H, H)
+            cols = torch.where(torch.arange(Wp) < W, (torch.arange(Wp) + sw) % W, W)
+        else:  # pad, then roll: slot r holds padded row (r + s) % Hp
+            rows, cols = (torch.arange(Hp) + sh) % Hp, (torch.arange(Wp) + sw) % Wp
         real = (rows < H)[:, None] & (cols < W)[None, :]  # (Hp, Wp), False on padding
-        source = torch.where(real, rows[:, None] * W + cols[None, :], 0)  # padding reads token 0: masked
+        fill = 0 if padding == "masked" else H * W  # masked padding reads token 0; otherwise a zero token
+        source = torch.where(real, rows[:, None] * W + cols[None, :], fill)
 
         def by_window(t: torch.Tensor) -> torch.Tensor:  # (Hp, Wp) -> (nW, N), windows row-major
             return t.view(Hp // mh, mh, Wp // mw, mw).transpose(1, 2).reshape(num_windows, N)
@@ -114,10 +140,11 @@ def window_geometry(
 
         mask = None
         has_padding = (Hp, Wp) != (H, W)
-        if sh or sw or has_padding:
+        mask_padding = has_padding and padding == "masked"
+        if sh or sw or mask_padding:
             label = by_window(_regions(Hp, mh, sh)[:, None] * 3 + _regions(Wp, mw, sw)[None, :])  # (nW, N)
             mask = torch.where(label[:, :, None] != label[:, None, :], SHIFT_MASK_VALUE, 0.0)  # (nW, N, N)
-            if has_padding:
+            if mask_padding:
                 padded_keys = ~by_window(real)[:, None, :]  # (nW, 1, N)
                 mask = mask + torch.where(padded_keys, PAD_MASK_VALUE, 0.0)
             mask = mask.to(device)
@@ -125,13 +152,16 @@ def window_geometry(
     return WindowGeometry(
         size=(H, W), window=(mh, mw), shift=(sh, sw), padded_size=(Hp, Wp), gather=gather.to(device),
         scatter=scatter.to(device), mask=mask, relative_position_index=index.to(device),
-        key=(H, W, window, shift, str(device)))
+        key=(H, W, window, shift, str(device), padding), zero_padding=has_padding and padding != "masked")
 
 
 def window_partition(x: torch.Tensor, geometry: WindowGeometry) -> torch.Tensor:
     """(B, H, W, C) map -> (B * nW, N, C) windows, rolled and padded as `geometry` says (one gather)."""
     B, H, W, C = x.shape
-    x = x.reshape(B, H * W, C).index_select(1, geometry.gather)  # (B, nW * N, C)
+    x = x.reshape(B, H * W, C)
+    if geometry.zero_padding:  # padded slots read the zero token appended at index H*W
+        x = F.pad(x, (0, 0, 0, 1))
+    x = x.index_select(1, geometry.gather)  # (B, nW * N, C)
     return x.view(B * geometry.num_windows, geometry.window_area, C)
 
 

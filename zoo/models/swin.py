@@ -5,9 +5,14 @@ A 4x4 patch embedding gives a `(B, H/4, W/4, C)` map. Four stages follow; stages
 in fixed windows of M x M tokens and in windows shifted by M // 2, so information crosses window
 borders. A final LayerNorm and global average pooling feed the classifier `head.fc`.
 
-Any input size works: the image is padded right/bottom to a multiple of the patch, maps that are not
-a multiple of the window are padded and the padding masked, and odd maps are padded before merging.
-Stage maps for an `H x W` image are `ceil(H / s) x ceil(W / s)` at strides s = 4, 8, 16, 32. Window
+Any input size works: pixels right/bottom of the last whole patch are ignored, as timm and torchvision
+do (or, with `dynamic_img_crop=False`, the image is padded to whole patches, as transformers does),
+maps that are not
+a multiple of the window are padded by the rule of the implementation the weights came from
+(`window_padding`: "timm" by default, "swin" for the Swin repository and transformers, "torchvision",
+or zoo's "masked"), and odd maps are padded before merging.
+Stage maps for an `H x W` image are `h x w` with h = floor(H / 4) (ceil(H / 4) when padding the image)
+at stride 4, then ceil(h / 2^i) at strides 8, 16, 32. Window
 layouts and masks are built once per size and cached (`zoo.layers.window_attention`).
 
 State-dict keys are timm's (`patch_embed.{proj,norm}`, `layers.i.downsample.{norm,reduction}` for
@@ -28,6 +33,7 @@ from ..layers import (
     DropPath, LayerNorm, Linear, Mlp, PatchEmbed, PatchMerging, WindowAttention, to_2tuple, window_geometry,
     window_partition, window_reverse)
 from ..layers.pos_embed import check_resample_method
+from ..layers.window_attention import WINDOW_PADDINGS
 from .features import take_indices
 
 GLOBAL_POOLS = ("avg", "max", "")
@@ -38,7 +44,8 @@ class SwinTransformerBlock(nn.Module):
     """Pre-norm block: `x + attn(norm1(x))` in (shifted) windows, then `x + mlp(norm2(x))`, on a map.
 
     `window_size` is the window the block's bias table covers; `shift` makes it a shifted-window
-    block (by half the window). Maps not larger than the window on an axis get one window, no shift.
+    block (by half the window). `window_padding` is the rule for maps that are not a multiple of the
+    window (`zoo.layers.window_attention.WINDOW_PADDINGS`: "zeros", "timm" or "masked").
     """
 
     def __init__(
@@ -52,9 +59,13 @@ class SwinTransformerBlock(nn.Module):
         proj_drop: float = 0.0,
         attn_drop: float = 0.0,
         drop_path: float = 0.0,
+        window_padding: str = "timm",
     ) -> None:
         super().__init__()
+        if window_padding not in WINDOW_PADDINGS:
+            raise ValueError(f"window_padding must be one of {WINDOW_PADDINGS}, got {window_padding!r}")
         self.window_size = to_2tuple(window_size, "window_size")
+        self.window_padding = window_padding
         self.shift_size = (self.window_size[0] // 2, self.window_size[1] // 2) if shift else (0, 0)
         self.norm1 = SwinNorm(dim)
         self.attn = WindowAttention(dim, num_heads, self.window_size, qkv_bias=qkv_bias, attn_drop=attn_drop,
@@ -66,7 +77,7 @@ class SwinTransformerBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, H, W, C) -> (B, H, W, C)
         _, H, W, _ = x.shape
-        geometry = window_geometry((H, W), self.window_size, self.shift_size, x.device)
+        geometry = window_geometry((H, W), self.window_size, self.shift_size, x.device, self.window_padding)
         windows = window_partition(self.norm1(x), geometry)  # (B * nW, N, C)
         x = x + self.drop_path1(window_reverse(self.attn(windows, geometry), geometry))
         return x + self.drop_path2(self.mlp(self.norm2(x)))
@@ -88,6 +99,7 @@ class SwinTransformerStage(nn.Module):
         proj_drop: float = 0.0,
         attn_drop: float = 0.0,
         drop_path: Sequence[float] = (),
+        window_padding: str = "timm",
     ) -> None:
         super().__init__()
         if not downsample and dim != out_dim:
@@ -97,7 +109,7 @@ class SwinTransformerStage(nn.Module):
         self.blocks = nn.Sequential(*[
             SwinTransformerBlock(out_dim, num_heads, window_size, shift=i % 2 == 1, mlp_ratio=mlp_ratio,
                                  qkv_bias=qkv_bias, proj_drop=proj_drop, attn_drop=attn_drop,
-                                 drop_path=drop_path[i] if drop_path else 0.0)
+                                 drop_path=drop_path[i] if drop_path else 0.0, window_padding=window_padding)
             for i in range(depth)])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, H, W, C) -> (B, H', W', out_dim)
@@ -150,6 +162,14 @@ class SwinTransformer(nn.Module):
         drop_path_rate: stochastic depth, rising linearly over all blocks to this value (timm's default 0.1).
         bias_table_resample: how a checkpoint's bias tables are resized for another window: "geometric"
             (timm's, the default) or "bicubic" (the Swin repository's loader). Loading sets the origin's.
+        window_padding: the rule for maps that are not a multiple of the window (or are smaller): "timm"
+            (the default: rolled, then padded with zero tokens that are attended), "swin" (the Swin
+            repository, transformers: padded with attended zero tokens, then rolled), "torchvision"
+            (as "swin", but windows never shrink) or "masked" (padded keys masked out); see
+            `zoo.layers.window_attention`. Loading sets the origin's.
+        dynamic_img_crop: ignore the pixels right/bottom of the last whole patch, as timm and
+            torchvision do (their strided convolution), instead of padding the image to whole patches
+            (transformers, the Swin detection code). Loading sets the origin's.
     """
 
     def __init__(
@@ -170,9 +190,14 @@ class SwinTransformer(nn.Module):
         attn_drop_rate: float = 0.0,
         drop_path_rate: float = 0.1,
         bias_table_resample: str = "geometric",
+        window_padding: str = "timm",
+        dynamic_img_crop: bool = True,
     ) -> None:
         super().__init__()
         self.bias_table_resample = check_resample_method(bias_table_resample, ("geometric", "bicubic"))
+        if window_padding not in WINDOW_PADDINGS:
+            raise ValueError(f"window_padding must be one of {WINDOW_PADDINGS}, got {window_padding!r}")
+        self.window_padding = window_padding
         depths, num_heads = tuple(depths), tuple(num_heads)
         if len(depths) != len(num_heads) or not depths or min(depths) < 1:
             raise ValueError(f"depths and num_heads need one positive entry per stage, got {depths} and {num_heads}")
@@ -190,7 +215,8 @@ class SwinTransformer(nn.Module):
         self.num_features = self.head_hidden_size = dims[-1]
 
         self.patch_embed = PatchEmbed(img_size, patch_size, in_chans, embed_dim, norm_layer=SwinNorm,
-                                      output_fmt="NHWC", strict_img_size=False, dynamic_img_pad=True)
+                                      output_fmt="NHWC", strict_img_size=False, dynamic_img_pad=not dynamic_img_crop,
+                                      dynamic_img_crop=dynamic_img_crop)
         dpr = torch.linspace(0, drop_path_rate, sum(depths), device="cpu").tolist()
         grid = self.patch_embed.grid_size
         stages, self.feature_info = [], []
@@ -201,7 +227,7 @@ class SwinTransformer(nn.Module):
             stages.append(SwinTransformerStage(
                 dims[max(i - 1, 0)], dims[i], depth, heads, stage_window, downsample=i > 0, mlp_ratio=mlp_ratio,
                 qkv_bias=qkv_bias, proj_drop=proj_drop_rate, attn_drop=attn_drop_rate,
-                drop_path=dpr[sum(depths[:i]):sum(depths[:i + 1])]))
+                drop_path=dpr[sum(depths[:i]):sum(depths[:i + 1])], window_padding=window_padding))
             self.feature_info.append(dict(num_chs=dims[i], reduction=patch_size * 2**i, module=f"layers.{i}"))
         self.layers = nn.Sequential(*stages)
         self.norm = SwinNorm(self.num_features)

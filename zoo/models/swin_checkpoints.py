@@ -1,7 +1,8 @@
 """Checkpoints of the Swin family from every origin, in one place: timm's (and zoo's) keys and the
 original microsoft/Swin-Transformer layout fitted to a model (`checkpoint_filter_fn`: renames, bias
-tables for another window), transformers' Swin (`from_transformers`) and the original release for
-`zoo convert --from swin` (`from_swin_release`). Pure functions of state dicts.
+tables for another window), transformers' Swin (`from_transformers`), and for `zoo convert` the original
+release (`--from swin`, `from_swin_release`) and torchvision's (`--from torchvision-swin`,
+`from_torchvision_swin`). Pure functions of state dicts.
 """
 from __future__ import annotations
 
@@ -140,6 +141,44 @@ def from_swin_release(state_dict: StateDict, variant: Optional[Variant] = None) 
         raise ConversionError("a Swin checkpoint with an absolute position embedding (ape=True): zoo's Swin has none")
     sd = {_original_to_timm(k): v for k, v in state_dict.items() if k not in buffers}
     notes = [f"dropped {len(buffers)} buffers that the model computes itself (relative_position_index, attn_mask)"]
+    mask = next((state_dict[k] for k in buffers if k.startswith("layers.0.") and k.endswith("attn_mask")), None)
+    return Converted("swin", _swin_args(sd, variant, mask), sd, notes, conventions=dict(ORIGINAL_CONVENTIONS))
+
+
+def from_torchvision_swin(state_dict: StateDict, variant: Optional[Variant] = None) -> Converted:
+    """torchvision's Swin (v1: `swin_t`, `swin_s`, `swin_b` weights from torchvision.models), whose
+    blocks and patch merging alternate in `features.N`: renamed to timm's keys, `relative_position_index`
+    buffers dropped, the architecture read from the shapes (input size from `variant`, else 224).
+    torchvision pads maps with zero tokens as the Swin repository does, with its own rule for small
+    maps (`window_padding="torchvision"`)."""
+    if any("cpb_mlp" in k or "logit_scale" in k for k in state_dict):
+        raise ConversionError("a torchvision Swin V2 checkpoint (cpb_mlp, logit_scale): zoo's Swin is V1")
+    sd: StateDict = {}
+    buffers = 0
+    for key, value in state_dict.items():
+        if key.endswith("relative_position_index"):
+            buffers += 1
+            continue
+        key = re.sub(r"^features\.0\.0\.", "patch_embed.proj.", re.sub(r"^features\.0\.2\.", "patch_embed.norm.", key))
+        m = re.match(r"^features\.(\d+)\.(.*)$", key)
+        if m:
+            index, rest = int(m.group(1)), m.group(2)
+            if index % 2:  # features.1, 3, 5, 7: the stages' blocks
+                key = f"layers.{index // 2}.blocks.{rest}"
+                key = re.sub(r"\.mlp\.0\.", ".mlp.fc1.", re.sub(r"\.mlp\.3\.", ".mlp.fc2.", key))
+            else:  # features.2, 4, 6: patch merging, at the start of the next stage in timm's layout
+                key = f"layers.{index // 2}.downsample.{rest}"
+        sd[re.sub(r"^head\.(weight|bias)$", r"head.fc.\1", key)] = value
+    notes = [f"renamed torchvision's layout to timm's; dropped {buffers} relative_position_index buffers"]
+    # torchvision: its own rule for small maps, and its patch convolution ignores a partial patch
+    conventions = dict(ORIGINAL_CONVENTIONS, window_padding="torchvision", dynamic_img_crop=True)
+    return Converted("swin", {**_swin_args(sd, variant, None), **conventions}, sd, notes, conventions=conventions)
+
+
+def _swin_args(sd: StateDict, variant: Optional[Variant], mask: Optional[torch.Tensor]) -> Dict[str, Any]:
+    """Builder arguments of a Swin state dict in timm's keys, read from the shapes: widths, depths, heads
+    (bias-table columns), window (bias-table rows); the input size from a shifted block's saved
+    `attn_mask`, else `variant`'s, else 224 for window 7 and 384 for 12. Raises ConversionError."""
     if "patch_embed.proj.weight" not in sd:
         raise ConversionError("no 'patch_embed.proj.weight': not a Swin checkpoint")
     dim, in_chans, patch, _ = sd["patch_embed.proj.weight"].shape
@@ -149,7 +188,6 @@ def from_swin_release(state_dict: StateDict, variant: Optional[Variant] = None) 
     depths = [sum(1 for i, _ in blocks if i == s) for s in range(stages)]
     tables = [sd[f"layers.{s}.blocks.0.attn.relative_position_bias_table"] for s in range(stages)]
     window = (math.isqrt(tables[0].shape[0]) + 1) // 2
-    mask = next((state_dict[k] for k in buffers if k.startswith("layers.0.") and k.endswith("attn_mask")), None)
     if mask is not None:
         img_size = math.isqrt(mask.shape[0]) * window * patch
     elif variant is not None:
@@ -158,18 +196,23 @@ def from_swin_release(state_dict: StateDict, variant: Optional[Variant] = None) 
         img_size = {7: 224, 12: 384}[window]
     else:
         raise ConversionError(f"cannot tell the input size of a window-{window} Swin; name it with --model NAME")
-    args = {"img_size": img_size, "patch_size": patch, "in_chans": in_chans, "embed_dim": dim, "depths": depths,
+    return {"img_size": img_size, "patch_size": patch, "in_chans": in_chans, "embed_dim": dim, "depths": depths,
             "num_heads": [t.shape[1] for t in tables], "window_size": window,
             "mlp_ratio": sd["layers.0.blocks.0.mlp.fc1.weight"].shape[0] / dim,
             "qkv_bias": "layers.0.blocks.0.attn.qkv.bias" in sd,
             "num_classes": sd["head.fc.weight"].shape[0] if "head.fc.weight" in sd else 0, **ORIGINAL_CONVENTIONS}
-    return Converted("swin", args, sd, notes, conventions=dict(ORIGINAL_CONVENTIONS))
 
 
-# The Swin repository's behaviour, which torchvision and transformers share: its loader resizes bias
-# tables by plain bicubic (transformers never resizes them; bicubic is the repository's rule).
-ORIGINAL_CONVENTIONS: Dict[str, Any] = {"bias_table_resample": "bicubic"}
+# The Swin repository's behaviour, which transformers shares: maps padded with attended zero tokens
+# before the roll, the image padded to whole patches (the detection code; transformers); bias tables
+# resized by plain bicubic in its loader (transformers never resizes them).
+ORIGINAL_CONVENTIONS: Dict[str, Any] = {"bias_table_resample": "bicubic", "window_padding": "swin",
+                                        "dynamic_img_crop": False}
 
 # transformers model_type -> converter; research release name (`zoo convert --from`) -> converter
 TRANSFORMERS = {"swin": from_transformers}
-RESEARCH = {"swin": from_swin_release}
+RESEARCH = {"swin": from_swin_release, "torchvision-swin": from_torchvision_swin}
+
+# Where a converter's weights are found inside a training checkpoint (`zoo.weights.unwrap`), when its
+# layout does not have the family's first convolution key.
+from_torchvision_swin.anchors = ("features.0.0.weight",)  # type: ignore[attr-defined]

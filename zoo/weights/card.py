@@ -27,6 +27,9 @@ def input_sizes(model: Any) -> Optional[str]:
     method = getattr(model, "pos_embed_resample", None)
     if method is not None and getattr(model, "pos_embed", None) is not None:
         what += f"; positions resampled from {embed.grid_size[0]}x{embed.grid_size[1]} on each call ({method})"
+    padding = getattr(model, "window_padding", None)
+    if padding is not None:
+        what += f"; maps padded to whole windows by the {padding!r} rule"
     return what
 
 
