@@ -56,6 +56,7 @@ def create(
     cache_dir: Optional[PathLike] = None,
     registry: Optional[Registry] = None,
     checkpoint_branch: Optional[str] = None,
+    family: Optional[str] = None,
     **overrides: Any,
 ) -> nn.Module:
     """Build a model by variant name or alias, optionally with a weight tag: `"vit_b_16"`, `"deit_s"`,
@@ -72,6 +73,9 @@ def create(
     is logged (logger "zoo.weights"); `checkpoint_path=` loads a local .safetensors file instead, also
     one that training code wrote (keys under 'module.', 'backbone.', 'teacher.' ... are found;
     `checkpoint_branch="student"` / `"ema"` picks another copy than the default teacher / non-EMA).
+    `family` picks what a saved model is read as where several families read its origin (a
+    transformers ViTMAEForPreTraining: the "vit" encoder by default, the whole "mae" model with
+    family="mae").
     `registry` defaults to the process-wide one. The returned module carries `model.zoo_config`
     (name, family, tag, arguments, input config and, when weights were loaded, where from and what
     was adapted). Raises UnknownModelError, TypeError (an argument the family does not take),
@@ -83,7 +87,10 @@ def create(
             raise ValueError(f"create({str(name)!r}): a saved model brings its own weights; checkpoint_path= "
                              f"only applies to a registry name")
         return load_saved(name, num_classes=num_classes, img_size=img_size, revision=revision, cache_dir=cache_dir,
-                          registry=registry, **overrides)
+                          registry=registry, family=family, **overrides)
+    if family is not None:
+        raise ValueError(f"create({name!r}): family= only applies to a saved model (a folder or hf-hub: repo); "
+                         f"a registry name has its family")
     variant, tag = registry.resolve(name)
     if isinstance(pretrained, str):
         if tag is not None and pretrained != tag:
@@ -208,21 +215,24 @@ def _weight_tag(registry: Registry, name: str, weight: WeightTag, source_args: M
     return _Weights(read, source_args, label, conventions=conventions)
 
 
-def _from_transformers(registry: Registry, config: Mapping[str, Any], state_dict: dict, label: str) -> Converted:
+def _from_transformers(registry: Registry, config: Mapping[str, Any], state_dict: dict, label: str,
+                       family: Optional[str] = None) -> Converted:
     try:
-        _, convert = registry.converter("transformers", config.get("model_type"))
+        _, convert = registry.converter("transformers", config.get("model_type"), family)
         return convert(config, state_dict)
     except (UnknownModelError, ConversionError) as e:
         raise RepoConfigError(f"{label}: {e}") from None
 
 
 def convert_transformers(config: Mapping[str, Any], state_dict: dict, label: str = "config.json",
-                         registry: Optional[Registry] = None) -> Tuple[Converted, Optional[Variant]]:
+                         registry: Optional[Registry] = None,
+                         family: Optional[str] = None) -> Tuple[Converted, Optional[Variant]]:
     """A transformers checkpoint (config.json as a dict, state dict) in zoo's terms, and the registry
     variant of its architecture (None when there is none; arguments that do not change the
-    architecture, num_classes, img_size and norm_eps, aside). Raises RepoConfigError naming `label`."""
+    architecture, num_classes, img_size and norm_eps, aside); `family` as in `create`. Raises
+    RepoConfigError naming `label`."""
     registry = registry or REGISTRY
-    converted = _from_transformers(registry, config, state_dict, label)
+    converted = _from_transformers(registry, config, state_dict, label, family)
     ignore = ("num_classes", "img_size", "norm_eps", *converted.conventions)
     variant = registry.match_variant(converted.family, converted.args, ignore=ignore,
                                      prefer=lambda v: converted.prefer in v.name or converted.prefer in v.weights)
@@ -231,22 +241,27 @@ def convert_transformers(config: Mapping[str, Any], state_dict: dict, label: str
 
 def load_saved(ref: PathLike, num_classes: Optional[int] = None, img_size: Optional[Any] = None,
                revision: Optional[str] = None, cache_dir: Optional[PathLike] = None,
-               registry: Optional[Registry] = None, **overrides: Any) -> nn.Module:
+               registry: Optional[Registry] = None, family: Optional[str] = None, **overrides: Any) -> nn.Module:
     """Build and load a saved model: `hf-hub:org/name[@revision]` or a folder, in zoo, timm or
-    transformers format. What `create` calls for such names. The config is checked before the
-    weights are read: it may only name what this registry knows (RepoConfigError otherwise)."""
+    transformers format. What `create` calls for such names (`family` as there). The config is
+    checked before the weights are read: it may only name what this registry knows (RepoConfigError
+    otherwise)."""
     registry = registry or REGISTRY
     registry.ensure_loaded()  # plugin families included
     source = Source.parse(ref, revision, cache_dir)
     what = source.describe(CONFIG_NAME)
     config = read_json(source.fetch(CONFIG_NAME), what)
     fmt = origins.config_format(config, what)
+    wanted = family
     if fmt != "transformers":
         family, args, input_cfg, name, tag = _saved_spec(registry, config, fmt, what)
+        if wanted is not None and wanted != family:
+            raise RepoConfigError(f"{what} holds a {family!r} model; family={wanted!r} applies to transformers "
+                                  f"checkpoints that several families read")
     path, label = source.fetch(WEIGHTS_NAME), source.describe(WEIGHTS_NAME)
     header = read_header(path, label, source.hint)  # checked before anything is built
     if fmt == "transformers":  # keys and builder arguments both come from the family's converter
-        converted, variant = convert_transformers(config, header, what, registry)
+        converted, variant = convert_transformers(config, header, what, registry, wanted)
         family, args, name, tag = converted.family, converted.args, variant.name if variant else None, None
         input_cfg = origins.transformers_input(source, args["img_size"], variant.input if variant else None)
 
@@ -254,7 +269,7 @@ def load_saved(ref: PathLike, num_classes: Optional[int] = None, img_size: Optio
         state_dict = header if meta else read_safetensors(path, label, source.hint)
         if fmt != "transformers":
             return state_dict, []
-        converted = _from_transformers(registry, config, state_dict, what)
+        converted = _from_transformers(registry, config, state_dict, what, wanted)
         return converted.state_dict, converted.notes
 
     weights = _Weights(read, registry.complete_args(family, args), label)
@@ -386,11 +401,11 @@ def convert_release(src: PathLike, source: str, out_dir: PathLike, model: Option
     registry = registry or REGISTRY
     label = str(Path(src).expanduser())
     try:
-        family, convert = registry.converter("research", source)
         named = registry.model_info(model) if model else None
+        family, convert = registry.converter("research", source, named.family if named else None)
         obj = research.read_checkpoint(src)
         anchors = getattr(convert, "anchors", None) or ([f"{family.first_conv}.weight"] if family.first_conv
-                                                        else unwrap.flatten(obj))
+                                                        else unwrap.largest_state_dict(obj))
         state_dict, unwrapped = unwrap.unwrap_state_dict(obj, anchors, branch, label)
         converted = convert(state_dict, named)
         converted = replace(converted, notes=unwrapped + list(converted.notes))

@@ -3,7 +3,7 @@ checkpoints from every origin (`*_checkpoints.py`). Nothing here imports the reg
 code: `zoo.factory` registers `FAMILIES` when zoo is imported.
 """
 from ..specs import Family
-from . import swin_checkpoints, vit_checkpoints
+from . import mae_checkpoints, swin_checkpoints, vit_checkpoints
 from .mae import MaskedAutoencoder
 from .swin import SwinTransformer
 from .vit import VisionTransformer
@@ -15,7 +15,8 @@ FAMILIES = (
     Family("swin", SwinTransformer, __name__ + ".swin", checkpoint_filter=swin_checkpoints.checkpoint_filter_fn,
            classifier=swin_checkpoints.CLASSIFIER, first_conv=swin_checkpoints.FIRST_CONV,
            transformers=swin_checkpoints.TRANSFORMERS, research=swin_checkpoints.RESEARCH),
-    Family("mae", MaskedAutoencoder, __name__ + ".mae"),
+    Family("mae", MaskedAutoencoder, __name__ + ".mae", first_conv="encoder.patch_embed.proj",
+           transformers=mae_checkpoints.TRANSFORMERS, research=mae_checkpoints.RESEARCH),
 )
 
 __all__ = ["FAMILIES", "MaskedAutoencoder", "SwinTransformer", "VisionTransformer"]

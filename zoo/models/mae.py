@@ -15,6 +15,7 @@ apart from the head, like timm's `.mae` weights). The decoder is built from the 
 """
 from __future__ import annotations
 
+from functools import partial
 from typing import Optional, Set, Tuple, Union
 
 import torch
@@ -56,6 +57,7 @@ class MaskedAutoencoder(nn.Module):
         norm_pix_loss: predict per-patch normalised pixels (the paper's best setting).
         mask_ratio: default fraction of patches removed in `forward` (0.75).
         drop_path_rate: stochastic depth in the encoder.
+        norm_eps: epsilon of every LayerNorm: 1e-6 as in the MAE repository (transformers' ViTMAE: 1e-12).
     """
 
     def __init__(
@@ -73,13 +75,14 @@ class MaskedAutoencoder(nn.Module):
         norm_pix_loss: bool = True,
         mask_ratio: float = 0.75,
         drop_path_rate: float = 0.0,
+        norm_eps: float = 1e-6,
     ) -> None:
         super().__init__()
         # The encoder's own arguments, kept so it can be saved and rebuilt as a plain ViT.
         self.encoder_args = dict(
             img_size=img_size, patch_size=patch_size, in_chans=in_chans, num_classes=0, global_pool="token",
             embed_dim=embed_dim, depth=depth, num_heads=num_heads, mlp_ratio=mlp_ratio, qkv_bias=True,
-            pos_embed="sincos", drop_path_rate=drop_path_rate)
+            pos_embed="sincos", drop_path_rate=drop_path_rate, norm_eps=norm_eps)
         self.encoder = VisionTransformer(**self.encoder_args)
         self.patch_size = patch_size
         self.in_chans = in_chans
@@ -93,9 +96,10 @@ class MaskedAutoencoder(nn.Module):
             sincos_2d_pos_embed(decoder_embed_dim, self.grid_size, num_prefix_tokens=1).unsqueeze(0),
             requires_grad=False)
         self.decoder_blocks = nn.ModuleList([
-            Block(decoder_embed_dim, decoder_num_heads, mlp_ratio=mlp_ratio, qkv_bias=True, norm_layer=LayerNorm)
+            Block(decoder_embed_dim, decoder_num_heads, mlp_ratio=mlp_ratio, qkv_bias=True,
+                  norm_layer=partial(LayerNorm, eps=norm_eps))
             for _ in range(decoder_depth)])
-        self.decoder_norm = LayerNorm(decoder_embed_dim)
+        self.decoder_norm = LayerNorm(decoder_embed_dim, eps=norm_eps)
         self.decoder_pred = Linear(decoder_embed_dim, patch_size * patch_size * in_chans)
         self.init_weights()
 

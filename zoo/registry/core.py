@@ -99,18 +99,21 @@ class Registry:
         """What the registered families can read from `origin`: transformers `model_type`s
         (`origin="transformers"`) or research release names (`origin="research"`), sorted."""
         self.ensure_loaded()
-        return sorted(k for f in self.families.values() for k in getattr(f, origin))
+        return sorted({k for f in self.families.values() for k in getattr(f, origin)})
 
-    def converter(self, origin: str, key: str) -> Tuple[Family, Callable[..., Any]]:
-        """The family and converter for `key`, one of `readers(origin)`. Raises UnknownModelError
-        listing what is supported."""
+    def converter(self, origin: str, key: str, family: Optional[str] = None) -> Tuple[Family, Callable[..., Any]]:
+        """The family and converter for `key`, one of `readers(origin)`: the first registered family
+        that reads it, or `family`'s (a transformers ViTMAEForPreTraining is a "vit" encoder by default
+        and the whole "mae" model on request). Raises UnknownModelError listing what is supported."""
         self.ensure_loaded()
-        for family in self.families.values():
-            fn = getattr(family, origin).get(key)
-            if fn is not None:
-                return family, fn
+        readers = [f for f in self.families.values() if key in getattr(f, origin)]
+        chosen = [f for f in readers if family in (None, f.name)]
+        if chosen:
+            return chosen[0], getattr(chosen[0], origin)[key]
         what = "transformers model_type" if origin == "transformers" else "checkpoint source"
-        raise UnknownModelError(f"{what} {key!r} is not supported; zoo reads {', '.join(self.readers(origin))}")
+        raise UnknownModelError(f"family {family!r} does not read {what} {key!r}; "
+                                f"{', '.join(sorted(f.name for f in readers))} does" if readers else
+                                f"{what} {key!r} is not supported; zoo reads {', '.join(self.readers(origin))}")
 
     # ------------------------------------------------------------------------------------ variants
     def parse_file(self, path: Union[str, Path, Any], source: str = BUILTIN_SOURCE) -> List[Variant]:

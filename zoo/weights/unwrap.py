@@ -39,6 +39,24 @@ def flatten(obj: Any, prefix: str = "") -> StateDict:
     return out
 
 
+def largest_state_dict(obj: Any) -> List[str]:
+    """The keys of the nested dict holding the most tensors directly: anchors for a reader that names
+    none (then that dict is taken whole)."""
+    best: List[str] = []
+
+    def visit(node: Any) -> None:
+        nonlocal best
+        if isinstance(node, dict):
+            keys = [k for k, v in node.items() if isinstance(v, torch.Tensor)]
+            if len(keys) > len(best):
+                best = [str(k) for k in keys]
+            for value in node.values():
+                visit(value)
+
+    visit(obj)
+    return [_clean(k) for k in best]
+
+
 def _clean(key: str) -> str:
     for infix in WRAPPER_INFIXES:
         key = key.replace(infix, "")
