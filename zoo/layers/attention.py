@@ -83,8 +83,8 @@ class Attention(nn.Module):
 
 
 def _prefer_explicit(q: torch.Tensor) -> bool:
-    """bf16/fp16 on a CPU whose hardware has that dtype: two low-precision GEMMs and a float32 softmax
-    instead of PyTorch's CPU SDPA kernel, which computes them in float32 (the `attention_bf16` /
+    """bf16/fp16 on a CPU whose hardware has that dtype: float32 scores and softmax and a low-precision
+    GEMM for the values, instead of PyTorch's CPU SDPA kernel, which computes all of it in float32 (the `attention_bf16` /
     `attention_fp16` fast paths of `fast_paths.py`; measured in docs/benchmarks.md)."""
     if q.device.type != "cpu":
         return False

@@ -7,8 +7,9 @@ Four fast paths, each faster than PyTorch's own kernel only on some CPUs, so eac
   training) instead of `F.linear`. Where the CPU has AVX-512.
 - `linear_bf16`: bf16 `Linear` inference on oneDNN with a cached, prepacked bf16 weight instead of
   `F.linear`. Where the CPU has native bf16 (AVX512_BF16 or AMX-BF16).
-- `attention_bf16` / `attention_fp16`: attention as two low-precision GEMMs and a float32 softmax
-  instead of `F.scaled_dot_product_attention`. Where the CPU has native bf16 / fp16 (AVX512_FP16 or
+- `attention_bf16` / `attention_fp16`: attention with float32 scores and softmax (as SDPA's CPU kernel)
+  and the weighted sum of values as a low-precision GEMM, chunked in inference, instead of
+  `F.scaled_dot_product_attention`. Where the CPU has native bf16 / fp16 (AVX512_FP16 or
   AMX-FP16).
 
 Everywhere else (other architectures, CUDA, float64) the layers take PyTorch's kernels. The
@@ -233,11 +234,11 @@ _RULES = {
         "native_bf16", "native bf16 (AVX512_BF16 / AMX-BF16): prepacked bf16 weights, no cast per call",
         "no native bf16: bf16 is emulated there"),
     "attention_bf16": _Rule(
-        "Attention, WindowAttention", "bf16", "bf16 GEMMs + float32 softmax (chunked in inference)", _SDPA,
-        "", "", "native_bf16", "native bf16: bf16 GEMMs + float32 softmax measured faster than SDPA",
+        "Attention, WindowAttention", "bf16", "float32 scores + softmax, bf16 values GEMM (chunked in inference)", _SDPA,
+        "", "", "native_bf16", "native bf16: measured faster than SDPA, same numerics (float32 scores)",
         "no native bf16: SDPA's float32 compute is faster than emulated bf16 GEMMs"),
     "attention_fp16": _Rule(
-        "Attention, WindowAttention", "fp16", "fp16 GEMMs + float32 softmax (chunked in inference)", _SDPA,
+        "Attention, WindowAttention", "fp16", "float32 scores + softmax, fp16 values GEMM (chunked in inference)", _SDPA,
         "", "", "native_fp16", "native fp16 (AVX512_FP16 / AMX-FP16)",
         "no native fp16: SDPA's float32 compute is faster than emulated fp16 GEMMs"),
 }
