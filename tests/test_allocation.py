@@ -13,7 +13,7 @@ from safetensors.torch import save_file
 import zoo
 from zoo.models import vit as vit_module
 from zoo.registry import Registry
-from zoo.weights import CheckpointMismatchError, CorruptWeightsError
+from zoo.weights import CheckpointMismatchError, CorruptWeightsError, RepoConfigError
 from zoo.weights.integrity import read_header
 
 from conftest import builtin_family
@@ -113,7 +113,7 @@ def header_file(path, header, data=b""):
       "b": {"dtype": "F32", "shape": [2], "data_offsets": [4, 12]}}, b"\0" * 12, "overlap"),
     ({"a": {"dtype": "F32", "shape": [1], "data_offsets": [4, 8]}}, b"\0" * 8, "leave a gap at byte 0"),
     ({"a": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}}, b"\0" * 8, "end at byte 4 of a 8-byte"),
-    ({"a": {"dtype": "Q4", "shape": [1], "data_offsets": [0, 4]}}, b"\0" * 4, "dtype 'Q4'"),
+    ({"a": {"dtype": "Q4", "shape": [1], "data_offsets": [0, 4]}}, b"\0" * 4, "stored as Q4, which this torch"),
 ])
 def test_header_byte_ranges_are_checked_against_the_file(tmp_path, header, data, message):
     with pytest.raises(CorruptWeightsError, match=message):
@@ -132,3 +132,16 @@ def test_header_length_and_json_are_checked(tmp_path):
     meta = read_header(tmp_path / "ok.safetensors", "ok")
     assert {k: (v.shape, v.dtype, v.device.type) for k, v in meta.items()} == {
         "x": ((2, 3), torch.float32, "meta"), "y": ((4,), torch.int64, "meta")}
+
+
+def test_a_config_asking_for_absurdly_many_blocks_is_refused_before_building_them(saved, builds):
+    """Building 100,000 blocks even on the meta device takes minutes and gigabytes of Python objects:
+    the builders refuse more blocks than any published model has, naming the config."""
+    edit_config(saved, depth=100_000)
+    with pytest.raises(RepoConfigError, match=r"config.json: depth=100000 asks for more blocks than any published "
+                                              r"model has"):
+        zoo.create(str(saved))
+    assert builds == ["meta"]
+    edit_config(saved, depth=1, embed_dim=50)  # a builder's own error names the config too
+    with pytest.raises(RepoConfigError, match=r"config.json: embed dim 50 is not divisible by num_heads 3"):
+        zoo.create(str(saved))

@@ -85,17 +85,17 @@ def test_timm_dynamic_size_and_load_time_resampling(size, tmp_path):
     assert max_diff(ours_at.pos_embed, ref_at.pos_embed) < 1e-6
 
 
-def dinov2_repository_positions(pos, h, w, patch, offset, antialias):
-    """The DINOv2 repository's `interpolate_pos_encoding`, written out: positions (1, 1 + M*M, D) for an
-    h x w image: the grid resampled by bicubic with scale factors ((h/p + offset) / M, (w/p + offset) / M)
-    when interpolate_offset is set (0.1 in the released models without registers), else to the size."""
-    m, dim = math.isqrt(pos.shape[1] - 1), pos.shape[-1]
-    grid = pos[:, 1:].reshape(1, m, m, dim).permute(0, 3, 1, 2)
-    h0, w0 = h // patch, w // patch
-    kwargs = dict(scale_factor=((h0 + offset) / m, (w0 + offset) / m)) if offset else dict(size=(h0, w0))
-    grid = F.interpolate(grid, mode="bicubic", antialias=antialias, **kwargs)
-    assert grid.shape[-2:] == (h0, w0)
-    return torch.cat([pos[:, :1], grid.permute(0, 2, 3, 1).reshape(1, h0 * w0, dim)], dim=1)
+def dinov2_rule(table, rows, cols, offset, antialias):
+    """What the DINOv2 repository documents for its position table at another grid: the (side x side)
+    patch rows, as an image with one channel per feature, are resized by bicubic interpolation to
+    rows x cols; its released models without registers set `interpolate_offset=0.1`, which makes the
+    resize use the scale factors (n + 0.1) / side instead of the target size, and no antialiasing; the
+    register models resize to the size, antialiased. Returns the patch rows only."""
+    side = math.isqrt(table.shape[1] - 1)
+    image = table[0, 1:].T.reshape(1, -1, side, side)  # (1, D, side, side)
+    how = {"scale_factor": ((rows + offset) / side, (cols + offset) / side)} if offset else {"size": (rows, cols)}
+    image = F.interpolate(image, mode="bicubic", antialias=antialias, **how)
+    return image.reshape(image.shape[1], rows * cols).T[None]  # (1, rows * cols, D)
 
 
 @pytest.mark.parametrize("registers", [False, True])
@@ -117,12 +117,12 @@ def test_dinov2_repository_release_resamples_as_the_repository(registers, tmp_pa
     full_pos = original["pos_embed"]  # (1, 1 + M*M, D), class row first, as the repository keeps it
     for h, w in [(42, 42), (56, 70), (70, 28)]:
         x = torch.randn(1, 3, h, w)
-        reference = dinov2_repository_positions(full_pos, h, w, 14, 0.0 if registers else 0.1, registers)
+        reference = dinov2_rule(full_pos, h // 14, w // 14, 0.0 if registers else 0.1, registers)
         patches = ours.patch_embed(x)
         with torch.no_grad():
             tokens = ours._embed(x)  # (1, prefix + N, D): prefix tokens, then patches + positions
         got = tokens[:, ours.num_prefix_tokens:] - patches
-        assert max_diff(got, reference[:, 1:]) < 1e-5, (h, w)
+        assert max_diff(got, reference) < 1e-5, (h, w)
 
 
 def test_mae_repository_release_at_another_size(tmp_path):
@@ -131,7 +131,7 @@ def test_mae_repository_release_at_another_size(tmp_path):
     src = randomize_(timm.create_model("vit_base_patch16_224", depth=1, num_classes=0)).state_dict()
     torch.save({"model": src}, tmp_path / "mae.pth")
     factory.convert_release(tmp_path / "mae.pth", "mae", tmp_path / "o")
-    for size in (160, 288):
+    for size in (96, 160, 288):  # the repository resamples square grids only
         ours = zoo.create(str(tmp_path / "o"), img_size=size)
         n = size // 16
         grid = src["pos_embed"][:, 1:].reshape(1, 14, 14, -1).permute(0, 3, 1, 2)
@@ -156,3 +156,19 @@ def test_zoo_info_and_the_model_card_say_which_sizes_a_model_takes(tmp_path, cap
     assert main(["info", "swin_t", "--json"]) == 0
     assert '"input_sizes": "any (pixels of a partial patch are ignored); maps padded to whole windows by the ' \
            '\'timm\' rule"' in capsys.readouterr().out
+
+
+def test_transformers_vitmae_encoder_with_interpolated_positions(tmp_path):
+    """transformers' ViTMAE encoder (interpolate_pos_encoding=True, no masking, patches in order)."""
+    config = transformers.ViTMAEConfig(**SMALL, mask_ratio=0.0)
+    hf = randomize_hf_(transformers.ViTMAEModel(config))
+    hf.save_pretrained(tmp_path)
+    ours = zoo.create(str(tmp_path), dynamic_img_size=True).eval()
+    assert ours.pos_embed_resample == "bicubic"
+    for h, w in VIT_SIZES:
+        x = torch.randn(2, 3, h, w)
+        n = (h // 8) * (w // 8)
+        noise = torch.arange(n, dtype=torch.float).expand(2, n)  # keeps every patch, in order
+        with torch.no_grad():
+            expected = hf(pixel_values=x, noise=noise, interpolate_pos_encoding=True).last_hidden_state
+            assert max_diff(ours.forward_features(x), expected) < TOL, (h, w)

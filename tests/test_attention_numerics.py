@@ -69,7 +69,8 @@ def test_a_global_attention_layer_on_large_norm_tokens(dtype, cpu_isa):
     assert torch.isfinite(sdpa).all() and torch.isfinite(ours).all() and torch.isfinite(captured).all()
     assert torch.isfinite(maps[0]).all()
     err_ours, err_sdpa = ((t.double() - truth).abs().max().item() for t in (ours, sdpa))
-    assert err_ours <= 2 * err_sdpa + 0.05 * truth.abs().max().item(), (err_ours, err_sdpa)
+    # the layer's own rounding (qkv, proj in low precision) dominates both; the attention adds nothing
+    assert err_ours <= 1.05 * err_sdpa + 1e-3 * truth.abs().max().item(), (err_ours, err_sdpa)
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
@@ -92,4 +93,5 @@ def test_window_attention_on_large_norm_tokens(dtype, cpu_isa):
     for out in (sdpa, ours, trained):
         assert torch.isfinite(out).all()
     err_ours, err_sdpa = ((t.double() - truth).abs().max().item() for t in (ours, sdpa))
-    assert err_ours <= 2 * err_sdpa + 0.05 * truth.abs().max().item(), (err_ours, err_sdpa)
+    # the layer's own rounding (qkv, proj in low precision) dominates both; the attention adds nothing
+    assert err_ours <= 1.05 * err_sdpa + 1e-3 * truth.abs().max().item(), (err_ours, err_sdpa)

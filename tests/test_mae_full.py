@@ -46,7 +46,7 @@ def test_the_encoder_stays_the_default(tmp_path):
     encoder = zoo.create(str(tmp_path))
     assert encoder.zoo_config["family"] == "vit" and "dropped the MAE decoder" in encoder.zoo_config["weights"]["adapted"][0]
     with pytest.raises(RepoConfigError, match="family 'swin' does not read transformers model_type 'vit_mae'; "
-                                              "mae, vit does"):
+                                              "it is read by family 'vit' or 'mae'"):
         zoo.create(str(tmp_path), family="swin")
 
 

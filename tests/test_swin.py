@@ -169,9 +169,10 @@ def _reference_window_attention(attn: WindowAttention, x, window, shift):
     ((9, 7), (4, 3), (2, 1)),  # rectangular window
 ])
 def test_window_attention_matches_its_definition(size, window, shift):
+    """The masked rule: each real token attends to the real tokens of its (shifted) window only."""
     attn = randomize_(WindowAttention(16, num_heads=2, window_size=window)).eval()
     x = torch.randn(1, *size, 16)
-    geometry = window_geometry(size, window, shift, x.device)
+    geometry = window_geometry(size, window, shift, x.device, "masked")
     with torch.no_grad():
         out = window_reverse(attn(window_partition(x, geometry), geometry), geometry)
         assert max_diff(out, _reference_window_attention(attn, x, window, shift)) < 1e-5
@@ -182,8 +183,8 @@ def test_window_attention_matches_its_definition(size, window, shift):
     assert torch.allclose(maps[0].sum(-1), torch.ones(()), atol=1e-5)
 
 
-def test_padded_tokens_get_no_attention():
-    geometry = window_geometry((10, 13), (4, 4), (2, 2), torch.device("cpu"))
+def test_padded_tokens_get_no_attention_with_the_masked_rule():
+    geometry = window_geometry((10, 13), (4, 4), (2, 2), torch.device("cpu"), "masked")
     attn = randomize_(WindowAttention(16, num_heads=2, window_size=4)).eval()
     x = torch.randn(1, 10, 13, 16)
     with torch.no_grad(), capture_attention(attn) as maps:

@@ -3,6 +3,8 @@ transformers' `SwinModel` pads maps with attended zero tokens before the roll, a
 does ("swin"), torchvision too with its own rule for small maps ("torchvision"), timm rolls and then
 pads ("timm"), and zoo's masked padding stays available as an option ("masked"). Same weights, each
 origin's rule (set when the weights are loaded), outputs equal."""
+import re
+
 import pytest
 import timm
 import torch
@@ -95,6 +97,50 @@ def test_the_three_rules_agree_on_multiples_of_the_window_and_differ_elsewhere()
         x = torch.randn(1, 3, 256, 320)
         outs = {k: m(x) for k, m in models.items()}
         assert max_diff(outs["swin"], outs["masked"]) > 1e-4 and max_diff(outs["timm"], outs["swin"]) > 1e-4
+        x = torch.randn(1, 3, 96, 160)  # stage 4 is 3x5: torchvision pads it up to the window, swin shrinks it
+        outs = {k: m(x) for k, m in models.items()}
+        assert max_diff(outs["torchvision"], outs["swin"]) > 1e-4
     with pytest.raises(ValueError, match=r"window_padding must be one of \('swin', 'torchvision', 'timm', "
                                          r"'masked'\), got 'edge'"):
         zoo.create("swin_t", window_padding="edge")
+
+
+def test_the_swin_repository_release_matches_transformers_off_the_grid(tmp_path):
+    """The Swin repository's layout (patch merging at the end of stages, `head`), written from a
+    transformers SwinModel's weights and converted with `zoo convert --from swin`: the repository's rule
+    ("swin", image padded) gives transformers' outputs at sizes off the window grid."""
+    config = transformers.SwinConfig(image_size=224, patch_size=4, embed_dim=32, depths=[2, 2, 2, 2],
+                                     num_heads=[1, 2, 4, 8], window_size=7)
+    hf = randomize_hf_(transformers.SwinModel(config, add_pooling_layer=False))
+    hf.save_pretrained(tmp_path / "hf")
+    original = {}
+    for key, value in zoo.create(str(tmp_path / "hf")).state_dict().items():
+        m = re.match(r"layers\.(\d+)\.downsample\.(.*)", key)
+        original[f"layers.{int(m.group(1)) - 1}.downsample.{m.group(2)}" if m else key] = value
+    torch.save({"model": original}, tmp_path / "swin_release.pth")
+    assert main(["convert", "--from", "swin", str(tmp_path / "swin_release.pth"), "--out", str(tmp_path / "o")]) == 0
+    ours = zoo.create(str(tmp_path / "o")).eval()
+    assert ours.window_padding == "swin" and not ours.patch_embed.dynamic_img_crop
+    for size in SIZES:
+        x = torch.randn(1, 3, *size)
+        with torch.no_grad():
+            assert max_diff(ours.forward_features(x).flatten(1, 2), hf(pixel_values=x).last_hidden_state) < TOL, size
+
+
+def test_a_release_of_a_registry_shape_names_its_variant():
+    """Conventions (padding, resampling) do not stop a converted release from naming its registry
+    variant: swin_t's shapes in the Swin repository's layout, on the meta device (no memory)."""
+    from zoo import factory
+    from zoo.models.swin_checkpoints import from_swin_release
+    from zoo.registry import REGISTRY
+
+    with torch.device("meta"):
+        sd = zoo.create("swin_t").state_dict()
+    original = {}
+    for key, value in sd.items():
+        m = re.match(r"layers\.(\d+)\.downsample\.(.*)", key)
+        original[f"layers.{int(m.group(1)) - 1}.downsample.{m.group(2)}" if m else key.replace("head.fc.", "head.")] \
+            = value
+    converted = from_swin_release(original)
+    variant, args = factory._complete_release(REGISTRY, converted, None)
+    assert variant is not None and variant.name == "swin_tiny_patch4_window7_224" and args["window_padding"] == "swin"

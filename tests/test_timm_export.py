@@ -65,3 +65,22 @@ def test_what_timm_cannot_build_is_refused_before_anything_is_written(tmp_path):
     with pytest.raises(ValueError, match="mlp_layer='swiglu' differs from timm's vit_small_patch14_dinov2"):
         zoo.save_pretrained(model, tmp_path / "x", format="timm")
     assert not (tmp_path / "x" / "model.safetensors").exists()
+
+
+@pytest.mark.parametrize("name, conventions", [
+    ("vit_base_patch16_224", dict(depth=1, pos_embed_resample="bicubic", dynamic_img_size=True, dynamic_img_crop=True)),
+    ("swin_tiny_patch4_window7_224", dict(depths=(1, 1, 1, 1), window_padding="swin", dynamic_img_crop=False,
+                                          bias_table_resample="bicubic")),
+])
+def test_a_model_with_another_origins_conventions_exports_with_a_warning(name, conventions, tmp_path, caplog):
+    """Loaded from transformers or a repository, a model carries that origin's rules for other sizes,
+    which timm's constructor cannot take: the export leaves them out, says so, and timm reproduces the
+    model at its saved size."""
+    model = randomize_(zoo.create(name, **conventions)).eval()
+    with caplog.at_level("WARNING", logger="zoo.weights"):
+        out = zoo.save_pretrained(model, tmp_path / "export", format="timm")
+    assert "timm has its own rules for other input sizes" in caplog.text
+    ref = timm.create_model(f"local-dir:{out}", pretrained=True).eval()
+    x = torch.randn(1, 3, 224, 224)
+    with torch.no_grad():
+        assert max_diff(ref(x), model(x)) < TOL

@@ -97,7 +97,9 @@ def test_checkpoint_branch_and_its_errors(weights, tmp_path):
     student = zoo.create(NAME, depth=1, img_size=IMG, checkpoint_path=tmp_path / "w.safetensors",
                          checkpoint_branch="student")
     assert torch.equal(student.cls_token, b["cls_token"])
-    with pytest.raises(CheckpointMismatchError, match=r"branch='ema' matches none .*'student\.backbone\.'"):
+    with pytest.raises(CheckpointMismatchError, match=r"branch='ema' matches none .*'student\.backbone\.', "
+                                                      r"'teacher\.backbone\.'\. Pass one of 'student', 'teacher', or "
+                                                      r"one of those prefixes"):
         zoo.create(NAME, depth=1, img_size=IMG, checkpoint_path=tmp_path / "w.safetensors", checkpoint_branch="ema")
     with pytest.raises(ValueError, match="checkpoint_branch= only applies with checkpoint_path="):
         zoo.create(NAME, depth=1, checkpoint_branch="student")
@@ -107,7 +109,8 @@ def test_several_copies_and_nothing_to_say_which_is_refused(weights):
     a, b, _ = weights
     with pytest.raises(CheckpointMismatchError, match=r"several prefixes: 'run1\.', 'run2\.'.*branch="):
         unwrap_state_dict({"run1": a, "run2": b}, a.keys())
-    out, notes = unwrap_state_dict({"run1": a, "run2": b}, a.keys(), branch="run2")
+    out, notes, prefix = unwrap_state_dict({"run1": a, "run2": b}, a.keys(), branch="run2")
+    assert prefix == "run2."
     assert torch.equal(out["cls_token"], b["cls_token"]) and "took the" in notes[0]
 
 
@@ -119,3 +122,31 @@ def test_nothing_found_names_what_was_seen(tmp_path):
         unwrap_state_dict(torch.load(tmp_path / "resnet.pth"), ["patch_embed.proj.weight"], what="resnet.pth")
     assert "Top-level keys: net, epoch" in str(e.value) and "net.conv1.*" in str(e.value)
     assert main(argv) == 2
+
+
+def test_a_training_run_is_not_labelled_as_the_published_release(weights, tmp_path):
+    """The DINOv2 repository's release is a bare state dict and gets its registry tag and license; the
+    same architecture out of a training run's teacher / student wrapper is the user's own weights."""
+    import json
+
+    sd, other_copy, _ = weights
+    torch.save(sd, tmp_path / "release.pth")
+    torch.save({"model": {**prefixed(sd, "teacher.backbone."), **prefixed(other_copy, "student.backbone.")}},
+               tmp_path / "run.pth")
+    for name in ("release", "run"):
+        assert main(["convert", "--from", "dinov2", str(tmp_path / f"{name}.pth"), "--out", str(tmp_path / name),
+                     "--model", NAME]) == 0
+    tags = {n: json.loads((tmp_path / n / "config.json").read_text())["tag"] for n in ("release", "run")}
+    assert tags == {"release": "lvd142m", "run": None}
+
+
+def test_convert_refuses_to_overwrite_and_names_a_wrong_source(weights, tmp_path, capsys):
+    sd = weights[0]
+    torch.save(sd, tmp_path / "vit.pth")
+    out = str(tmp_path / "o")
+    assert main(["convert", "--from", "dinov2", str(tmp_path / "vit.pth"), "--out", out]) == 0
+    assert main(["convert", "--from", "dinov2", str(tmp_path / "vit.pth"), "--out", out]) == 2
+    assert "already holds files; choose another folder, or pass --overwrite" in capsys.readouterr().err
+    assert main(["convert", "--from", "dinov2", str(tmp_path / "vit.pth"), "--out", out, "--overwrite"]) == 0
+    assert main(["convert", "--from", "swin", str(tmp_path / "vit.pth"), "--out", str(tmp_path / "s")]) == 2
+    assert "not a Swin checkpoint (check --from)" in capsys.readouterr().err

@@ -2,7 +2,7 @@
 no logic lives here.
 
     zoo list [PATTERN] [--pretrained] [--family F] [--json]
-    zoo info NAME [--json]
+    zoo info NAME|DIR|hf-hub:ORG/NAME [--json]
     zoo env [--json]                     (also: zoo info --system)
     zoo pretrain-mae [--config FILE] [--resume RUN_DIR] [--data digits|FOLDER] [--epochs N] ...
     zoo linear-probe --model NAME|DIR [--pretrained] [--data digits|FOLDER] [--recipe dinov2|mae] ...
@@ -130,30 +130,20 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def _info_saved(args: argparse.Namespace) -> int:
-    """`zoo info DIR` / `zoo info hf-hub:ORG/NAME`: a saved model, built on the meta device from its config
-    and its weights' header (nothing is allocated, no tensor is read)."""
-    import torch
-
-    from .weights.card import input_sizes
-
-    with torch.device("meta"):
-        model = factory.create(args.name)
-    cfg = model.zoo_config
-    info = {"source": args.name, "family": cfg["family"], "variant": cfg.get("name"), "tag": cfg.get("tag"),
-            "args": cfg["args"], "input": cfg["input"], "input_sizes": input_sizes(model),
-            "params": sum(p.numel() for p in model.parameters()), "weights": cfg.get("weights")}
+    """`zoo info DIR` / `zoo info hf-hub:ORG/NAME`: a saved model (`zoo.factory.saved_info`)."""
+    info = factory.saved_info(args.name)
     if args.json:
         print(json.dumps(info, indent=2, default=str))
         return 0
-    inp = cfg["input"]
-    lines = [f"{args.name}  ({cfg['family']}" + (f", {cfg['name']}" if cfg.get("name") else "") + ")",
+    inp, weights = info["input"], info["weights"] or {}
+    lines = [f"{args.name}  ({info['family']}" + (f", {info['variant']}" if info["variant"] else "") + ")",
              f"  params       {info['params']:,} ({info['params'] / 1e6:.2f}M)",
              f"  input        {_size(inp['img_size'])}, mean {inp['mean']}, std {inp['std']}, crop_pct "
              f"{inp['crop_pct']}, {inp['interpolation']}",
              f"  sizes        {info['input_sizes']}" if info["input_sizes"] else None,
-             "  args         " + " ".join(f"{k}={v}" for k, v in cfg["args"].items()),
-             f"  license      {(cfg.get('weights') or {}).get('license') or '?'}"]
-    lines += [f"  loaded       {note}" for note in (cfg.get("weights") or {}).get("adapted", [])]
+             "  args         " + " ".join(f"{k}={v}" for k, v in info["args"].items()),
+             f"  license      {weights.get('license') or '?'}"]
+    lines += [f"  loaded       {note}" for note in weights.get("adapted", [])]
     print("\n".join(line for line in lines if line is not None))
     return 0
 
@@ -269,12 +259,14 @@ def cmd_push(args: argparse.Namespace) -> int:
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
-    print(factory.convert_release(args.src, args.source, args.out, model=args.model, branch=args.branch))
+    print(factory.convert_release(args.src, args.source, args.out, model=args.model, branch=args.branch,
+                                  overwrite=args.overwrite))
     return 0
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    print(factory.export(args.src, args.out, format=args.format, revision=args.revision, cache_dir=args.cache_dir))
+    print(factory.export(args.src, args.out, format=args.format, revision=args.revision, cache_dir=args.cache_dir,
+                         overwrite=args.overwrite))
     return 0
 
 
@@ -383,11 +375,12 @@ def build_parser() -> argparse.ArgumentParser:
                                    "and write a zoo folder (model.safetensors, config.json, README.md).")
     p.add_argument("--from", dest="source", required=True, metavar="SOURCE",
                    help="the release it is: mae, dinov2, swin or torchvision-swin (and any a plugin family reads)")
-    p.add_argument("src", help="the .pth file")
+    p.add_argument("src", help="the checkpoint file (.pth, read with torch.load(weights_only=True))")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--model", help="registry variant it is, when the checkpoint's shapes do not say")
     p.add_argument("--branch", help="which copy to take from a training checkpoint that holds several: teacher "
                                     "(default where there is one), student, ema, or a key prefix ending in '.'")
+    p.add_argument("--overwrite", action="store_true", help="write into --out even if it holds files")
     p.set_defaults(func=cmd_convert)
 
     p = sub.add_parser("export", help="save a model with weights as a zoo or timm folder",
@@ -398,6 +391,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=SAVE_FORMATS, default="zoo", help="config format (default: zoo)")
     p.add_argument("--revision", help="Hub branch, tag or commit (default: main)")
     p.add_argument("--cache-dir", help="cache folder (default: $HF_HUB_CACHE or $HF_HOME/hub)")
+    p.add_argument("--overwrite", action="store_true", help="write into --out even if it holds files")
     p.set_defaults(func=cmd_export)
     return parser
 

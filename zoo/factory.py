@@ -4,32 +4,31 @@ registry). It also registers the built-in families (`zoo.models.FAMILIES`) when 
 
     model = zoo.create("deit_s", pretrained=True)         # registry tag -> Hub -> strict load
     model = zoo.create("hf-hub:me/deit-s-pets@v1")         # a repo written by zoo.save_pretrained
-    model = zoo.create("runs/deit-s-pets")                 # the same folder on disk (or a timm /
-                                                           # transformers repo of a supported family)
+    model = zoo.create("runs/deit-s-pets")                 # the folder (or a timm / transformers repo)
     zoo.save_pretrained(model, "runs/deit-s-pets")        # model.safetensors, config.json, README.md
     zoo.push_to_hub(model, "me/deit-s-pets", private=True)
 
-Loading adapts weights made for another num_classes, img_size or in_chans; each change is logged on
-"zoo.weights" and kept in `model.zoo_config["weights"]`. See docs/hub.md.
-"""
+Loading checks before allocating, adapts weights made for another num_classes, img_size or in_chans,
+logs each change on "zoo.weights" and keeps it in `model.zoo_config["weights"]`. See docs/hub.md."""
 from __future__ import annotations
 
 import os
 import tempfile
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
-from typing import Any, Callable, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import nn
 
 from . import models
-from .complexity import check_memory, count_macs, count_params
+from .complexity import count_macs, count_params
 from .helpers import to_2tuple
 from .registry import REGISTRY, Registry
 from .specs import ConversionError, Converted, InputConfig, UnknownModelError, Variant, WeightTag, parse_input
-from .weights import adapt, card, origins, push, research, save, unwrap
-from .weights.errors import RepoConfigError
+from .weights import adapt, card, loading, origins, push, research, save, unwrap
+from .weights.loading import WeightsFile
+from .weights.errors import RepoConfigError, WeightsError
 from .weights.integrity import read_header, read_json, read_safetensors
 from .weights.source import CONFIG_NAME, WEIGHTS_NAME, PathLike, Source
 
@@ -119,7 +118,7 @@ def create(
                               cache_dir)
     elif checkpoint_path is not None:  # made for an architecture known only from its shapes
         path = adapt.checked_path(checkpoint_path)
-        weights = _Weights(lambda meta: (read_header(path, str(path)) if meta else read_safetensors(path, str(path)),
+        weights = WeightsFile(lambda meta: (read_header(path, str(path)) if meta else read_safetensors(path, str(path)),
                                          []), None, str(path), checkpoint_branch)
     if weights is not None:
         args.update(weights.conventions)  # the origin's resampling and input sizes; overrides still win
@@ -130,38 +129,13 @@ def create(
     return model
 
 
-@dataclass
-class _Weights:
-    """A weights file to load: `read(meta)` gives (state dict in zoo's keys, notes), as meta tensors from
-    the header alone when `meta` is True; the arguments they were made for; a label; the branch."""
-
-    read: Callable[[bool], Tuple[dict, List[str]]]
-    source_args: Optional[Mapping[str, Any]]
-    label: str
-    branch: Optional[str] = None
-    conventions: Mapping[str, Any] = field(default_factory=dict)  # the origin's, from its converter
-
-
 def build_checked(registry: Registry, family_name: str, args: Mapping[str, Any], input_cfg: InputConfig,
-                  weights: Optional[_Weights] = None, **build_args: Any) -> nn.Module:
-    """`build`, checked first on the meta device (no memory, no arithmetic): the model must fit this
-    machine's memory (`complexity.check_memory`), and `weights`, read from the file's header only, must
-    fit the model (keys, shapes, kinds: `adapt.load_state_dict(check_only=True)`). Only then is the model
-    built for real and the weights read and loaded. Raises ValueError (too large) and the
-    `zoo.weights` errors."""
-    family = registry.families[family_name]
-    with torch.device("meta"):
-        meta = build(registry, family_name, args, input_cfg, **build_args)
-    check_memory(meta, build_args.get("name") or family_name, meta.zoo_config["args"])
-    if weights is not None:
-        state_dict, notes = weights.read(True)
-        adapt.load_state_dict(meta, state_dict, family, weights.source_args, weights.label, notes, weights.branch,
-                              check_only=True)
-    model = build(registry, family_name, args, input_cfg, **build_args)
-    if weights is not None:  # on a meta default device (zoo info, variant_cost) the header is all it needs
-        state_dict, notes = weights.read(next(iter(model.parameters()), torch.empty(())).is_meta)
-        adapt.load_state_dict(model, state_dict, family, weights.source_args, weights.label, notes, weights.branch)
-    return model
+                  weights: Optional[WeightsFile] = None, **build_args: Any) -> nn.Module:
+    """`build` (same arguments), checked first on the meta device and then loaded with `weights`:
+    see `zoo.weights.loading.build_and_load` (nothing is allocated for a model too large for this
+    machine or weights that do not fit it)."""
+    return loading.build_and_load(lambda: build(registry, family_name, args, input_cfg, **build_args),
+                                  registry.families[family_name], weights, build_args.get("name") or family_name)
 
 
 def build(
@@ -196,7 +170,7 @@ def build(
 
 
 def _weight_tag(registry: Registry, name: str, weight: WeightTag, source_args: Mapping[str, Any],
-                revision: Optional[str], cache_dir: Optional[PathLike]) -> _Weights:
+                revision: Optional[str], cache_dir: Optional[PathLike]) -> WeightsFile:
     """A registry weight tag: downloaded (or found in the cache) and verified; converted if need be."""
     source = Source(weight.hf_hub_id, revision, cache_dir, hint=f"zoo download {name}.{weight.tag}")
     path, label = source.fetch(weight.filename, weight.sha256), source.describe(weight.filename)
@@ -212,7 +186,7 @@ def _weight_tag(registry: Registry, name: str, weight: WeightTag, source_args: M
 
     conventions = {} if config is None else \
         _from_transformers(registry, config, read_header(path, label, source.hint), label).conventions
-    return _Weights(read, source_args, label, conventions=conventions)
+    return WeightsFile(read, source_args, label, conventions=conventions)
 
 
 def _from_transformers(registry: Registry, config: Mapping[str, Any], state_dict: dict, label: str,
@@ -272,9 +246,14 @@ def load_saved(ref: PathLike, num_classes: Optional[int] = None, img_size: Optio
         converted = _from_transformers(registry, config, state_dict, what, wanted)
         return converted.state_dict, converted.notes
 
-    weights = _Weights(read, registry.complete_args(family, args), label)
-    model = build_checked(registry, family, args, input_cfg, weights, num_classes=num_classes, img_size=img_size,
-                          overrides=overrides, name=name, tag=tag)
+    weights = WeightsFile(read, registry.complete_args(family, args), label)
+    try:
+        model = build_checked(registry, family, args, input_cfg, weights, num_classes=num_classes, img_size=img_size,
+                              overrides=overrides, name=name, tag=tag)
+    except ValueError as e:  # the builder's or the size check's: name the config that asked for it
+        if isinstance(e, WeightsError):
+            raise
+        raise RepoConfigError(f"{what}: {e}") from None
     model.zoo_config["weights"].update(origins.saved_metadata(config, fmt))
     labels = config.get("label_names") if fmt == "zoo" else None
     if isinstance(labels, list) and len(labels) == getattr(model, "num_classes", -1):  # a new head has none
@@ -318,10 +297,22 @@ def variant_cost(name: str, input_size: Optional[Sequence[int]] = None) -> dict:
     with torch.device("meta"):
         model = create(name)
     if input_size is None:
-        in_chans = model.zoo_config["args"].get("in_chans", 3)
-        input_size = (in_chans, *model.zoo_config["input"]["img_size"])
+        input_size = (model.zoo_config["args"].get("in_chans", 3), *model.zoo_config["input"]["img_size"])
     return {"params": count_params(model), "macs": count_macs(model, input_size), "input_size": tuple(input_size),
             "input_sizes": card.input_sizes(model)}
+
+
+def saved_info(ref: PathLike, registry: Optional[Registry] = None) -> dict:
+    """What `zoo info DIR` / `zoo info hf-hub:ORG/NAME` shows of a saved model, built on the meta device
+    from its config and its weights' header (no tensor is read; an `hf-hub:` repo is fetched into the
+    Hub cache first): {'source', 'family', 'variant', 'tag', 'args', 'input', 'input_sizes', 'params',
+    'weights'}. Raises what `load_saved` raises."""
+    with torch.device("meta"):
+        model = create(ref, registry=registry)
+    cfg = model.zoo_config
+    return {"source": str(ref), "family": cfg["family"], "variant": cfg.get("name"), "tag": cfg.get("tag"),
+            "args": cfg["args"], "input": cfg["input"], "input_sizes": card.input_sizes(model),
+            "params": count_params(model), "weights": cfg.get("weights")}
 
 
 # ====================================================================================== saving
@@ -391,7 +382,7 @@ def download(name: str, revision: Optional[str] = None, cache_dir: Optional[Path
 
 
 def convert_release(src: PathLike, source: str, out_dir: PathLike, model: Optional[str] = None,
-                    registry: Optional[Registry] = None, branch: Optional[str] = None) -> Path:
+                    registry: Optional[Registry] = None, branch: Optional[str] = None, overwrite: bool = False) -> Path:
     """A research release (`source`: one of `registry.readers("research")`; built in: "mae", "dinov2",
     "swin") -> a zoo folder at `out_dir`. The file is read with `torch.load(weights_only=True)` only
     (`zoo.weights.research`) and unwrapped (`zoo.weights.unwrap`: any nesting and wrapper prefix; `branch`
@@ -400,24 +391,34 @@ def convert_release(src: PathLike, source: str, out_dir: PathLike, model: Option
     Raises RepoConfigError naming the file for an unknown source or model or an unreadable checkpoint."""
     registry = registry or REGISTRY
     label = str(Path(src).expanduser())
+    save.check_out_dir(out_dir, overwrite)
     try:
         named = registry.model_info(model) if model else None
-        family, convert = registry.converter("research", source, named.family if named else None)
+        try:
+            family, convert = registry.converter("research", source, named.family if named else None)
+        except UnknownModelError as e:
+            if named is None:
+                raise
+            raise UnknownModelError(f"--model {named.name} is a {named.family!r} variant, but `--from {source}` "
+                                    f"releases cannot be read as one ({e}): name a variant of that family, or "
+                                    f"leave --model out") from None
         obj = research.read_checkpoint(src)
         anchors = getattr(convert, "anchors", None) or ([f"{family.first_conv}.weight"] if family.first_conv
                                                         else unwrap.largest_state_dict(obj))
-        state_dict, unwrapped = unwrap.unwrap_state_dict(obj, anchors, branch, label)
+        state_dict, unwrapped, prefix = unwrap.unwrap_state_dict(obj, anchors, branch, label)
         converted = convert(state_dict, named)
         converted = replace(converted, notes=unwrapped + list(converted.notes))
         variant, args = _complete_release(registry, converted, named)
     except (UnknownModelError, ConversionError) as e:
         raise RepoConfigError(f"{label}: {e}") from None
-    tag = converted.tag if variant is not None and converted.tag in variant.weights else None
+    # a release's tag (and license) only for the release itself, not for weights out of a training run
+    tag = converted.tag if variant is not None and converted.tag in variant.weights \
+        and not unwrap.written_by_training(prefix) else None
     weight = variant.weights.get(tag) if tag else None
     input_cfg = (weight.input if weight is not None and weight.input is not None else variant.input) if variant \
         else InputConfig(img_size=(224, 224))
     input_cfg = parse_input({"img_size": args.get("img_size", list(input_cfg.img_size))}, base=input_cfg)
-    weights = _Weights(lambda meta: (converted.state_dict, list(converted.notes)),
+    weights = WeightsFile(lambda meta: (converted.state_dict, list(converted.notes)),
                        registry.complete_args(converted.family, args), label)
     built = build_checked(registry, converted.family, args, input_cfg, weights, name=variant.name if variant else None,
                           tag=tag)
@@ -429,7 +430,8 @@ def _complete_release(registry: Registry, converted: Converted,
                       named: Optional[Variant]) -> Tuple[Optional[Variant], dict]:
     """The registry variant a converted release is, and its complete builder arguments."""
     if converted.match is None:  # the converter read every argument
-        return named or registry.match_variant(converted.family, converted.args), converted.args
+        return named or registry.match_variant(converted.family, converted.args,
+                                               ignore=tuple(converted.conventions)), converted.args
     variant = named or registry.variant_with_tag(converted.family, converted.tag, converted.match)
     if variant is None:
         described = ", ".join(f"{k}={x}" for k, x in converted.match.items())
@@ -439,8 +441,10 @@ def _complete_release(registry: Registry, converted: Converted,
 
 
 def export(src: str, out_dir: PathLike, format: str = "zoo", revision: Optional[str] = None,
-           cache_dir: Optional[PathLike] = None, registry: Optional[Registry] = None) -> Path:
-    """Load `src` (a registry name with weights, `hf-hub:` repo or folder) and save it in `format`."""
+           cache_dir: Optional[PathLike] = None, registry: Optional[Registry] = None, overwrite: bool = False) -> Path:
+    """Load `src` (a registry name with weights, `hf-hub:` repo or folder) and save it in `format`.
+    Raises ValueError for an `out_dir` that holds files, unless `overwrite`."""
+    save.check_out_dir(out_dir, overwrite)
     pretrained = not is_repo_reference(src)
     model = create(src, pretrained=pretrained, revision=revision, cache_dir=cache_dir, registry=registry)
     return save_pretrained(model, out_dir, format=format, registry=registry)

@@ -105,6 +105,18 @@ class Variant:
         return int(self.args.get("num_classes", 1000))
 
 
+# More blocks than any published model has by far (ViT-7B: 40, Swin-L: 24); checked by the builders before
+# building, so that a config asking for 100,000 blocks is refused at once, not after building them.
+MAX_BLOCKS = 1000
+
+
+def check_blocks(what: str, count: int) -> None:
+    """Raise ValueError when a model asks for more than MAX_BLOCKS blocks (a config error, not a model)."""
+    if count > MAX_BLOCKS:
+        raise ValueError(f"{what}={count} asks for more blocks than any published model has (zoo builds at most "
+                         f"{MAX_BLOCKS}): check the config that set it")
+
+
 @dataclass
 class Converted:
     """A checkpoint from elsewhere (transformers, a research release) in zoo's terms: what a family's

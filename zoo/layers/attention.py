@@ -143,9 +143,9 @@ _CHUNK_BYTES = 4 << 20
 
 def _chunked_attention_fp32_softmax(q, k, v, attn_mask, dropout_p, scale):
     """Inference path for bf16/fp16 on a CPU with that dtype in hardware: the scores, mask add and
-    softmax in float32 (`_scores`), the weighted sum of the values in low precision (PyTorch's CPU softmax is faster in float32 than in bf16, and
-    more accurate), in chunks of the leading dimension and, for long sequences, of the queries, so
-    the float32 scores stay small (at most `_CHUNK_BYTES`)."""
+    softmax in float32 (`_scores`; PyTorch's CPU softmax is also faster in float32 than in bf16), the
+    weighted sum of the values in low precision, in chunks of the leading dimension and, for long
+    sequences, of the queries, so the float32 scores stay small (at most `_CHUNK_BYTES`)."""
     lq, n = q.shape[-2], k.shape[-2]
     per_query = q[0].numel() // q.shape[-1] // lq * n * 4  # bytes of float32 scores per query, one dim-0 index
     per_row = per_query * lq

@@ -43,18 +43,21 @@ def sincos_2d_pos_embed(embed_dim: int, grid_size: Sequence[int], num_prefix_tok
 #   "geometric"          bias tables only: BEiT's rule as timm resizes Swin tables (source offsets spread on a
 #                        geometric progression over the new range, then linear interpolation, edges held)
 RESAMPLE_METHODS = ("bicubic_antialias", "bicubic", "bicubic_offset", "geometric")
+POS_EMBED_RESAMPLE_METHODS = ("bicubic_antialias", "bicubic", "bicubic_offset")  # for position grids
+BIAS_TABLE_RESAMPLE_METHODS = ("geometric", "bicubic", "bicubic_antialias")  # for Swin's bias tables
 
 
-def check_resample_method(method: str, allowed: Sequence[str] = RESAMPLE_METHODS) -> str:
-    """`method` if it is one of `allowed`, else ValueError naming them."""
+def check_resample_method(method: str, allowed: Sequence[str] = RESAMPLE_METHODS, what: str = "method") -> str:
+    """`method` if it is one of `allowed`, else ValueError naming the argument (`what`) and the choices."""
     if method not in allowed:
-        raise ValueError(f"resampling method must be one of {tuple(allowed)}, got {method!r}")
+        raise ValueError(f"{what} must be one of {tuple(allowed)}, got {method!r}")
     return method
 
 
 def resample_grid(grid: torch.Tensor, new_size: Sequence[int], method: str = "bicubic_antialias") -> torch.Tensor:
     """Resample a `(B, C, h, w)` grid to `new_size` (h', w') by `method` (see RESAMPLE_METHODS),
-    computed in float32 (float64 stays float64) and returned in the input dtype."""
+    computed in float32 (float64 stays float64) and returned in the input dtype. Raises ValueError
+    for an unknown method."""
     check_resample_method(method)
     new_size = (int(new_size[0]), int(new_size[1]))
     compute = torch.float64 if grid.dtype == torch.float64 else torch.float32

@@ -38,11 +38,18 @@ from torch import nn
 from .attention import _prefer_explicit, explicit_attention
 from ..helpers import IntOrPair, to_2tuple
 from .linear import Linear
-from .pos_embed import check_resample_method, resample_pos_embed
+from .pos_embed import BIAS_TABLE_RESAMPLE_METHODS, check_resample_method, resample_pos_embed
 
 SHIFT_MASK_VALUE = -100.0  # between tokens of different shift regions, as in the Swin reference code
 PAD_MASK_VALUE = -1e4  # for padded keys: exp() of it is exactly 0 in float32 and bfloat16
 WINDOW_PADDINGS = ("swin", "torchvision", "timm", "masked")
+
+
+def check_window_padding(padding: str) -> str:
+    """`padding` if it is one of WINDOW_PADDINGS, else ValueError naming them."""
+    if padding not in WINDOW_PADDINGS:
+        raise ValueError(f"window_padding must be one of {WINDOW_PADDINGS}, got {padding!r}")
+    return padding
 
 
 @dataclass(frozen=True)
@@ -96,15 +103,14 @@ def window_geometry(
     window: Tuple[int, int],
     shift: Tuple[int, int],
     device: torch.device,
-    padding: str = "masked",
+    padding: str = "timm",
 ) -> WindowGeometry:
     """The window layout of an `(H, W)` map for a block with this `window` and `shift` (0 or M // 2),
     padded by the rule `padding` (WINDOW_PADDINGS; the module docstring says what each origin does).
     The map is padded right/bottom to a multiple of the window, and the region mask built on the
-    padded map, in every rule. Cached: call freely.
+    padded map, in every rule. Cached: call freely. Raises ValueError for an unknown rule.
     """
-    if padding not in WINDOW_PADDINGS:
-        raise ValueError(f"window_padding must be one of {WINDOW_PADDINGS}, got {padding!r}")
+    check_window_padding(padding)
     H, W = size
     if padding == "swin":  # one rule for both axes, from the shorter side
         side = min(H, W)
@@ -272,7 +278,7 @@ def resize_relative_position_bias_table(
     to the square window the table's length implies.
     """
     new_window = to_2tuple(new_window, "new_window")
-    check_resample_method(method, ("geometric", "bicubic", "bicubic_antialias"))
+    check_resample_method(method, BIAS_TABLE_RESAMPLE_METHODS)
     if table.ndim != 2:
         raise ValueError(f"expected a (positions, heads) bias table, got shape {tuple(table.shape)}")
     if old_window is None:

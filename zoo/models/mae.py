@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from ..layers import Block, LayerNorm, Linear, random_masking, sincos_2d_pos_embed
+from ..specs import check_blocks
 from .vit import VisionTransformer
 
 
@@ -78,6 +79,7 @@ class MaskedAutoencoder(nn.Module):
         norm_eps: float = 1e-6,
     ) -> None:
         super().__init__()
+        check_blocks("decoder_depth", decoder_depth)
         # The encoder's own arguments, kept so it can be saved and rebuilt as a plain ViT.
         self.encoder_args = dict(
             img_size=img_size, patch_size=patch_size, in_chans=in_chans, num_classes=0, global_pool="token",

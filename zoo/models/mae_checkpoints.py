@@ -49,7 +49,8 @@ def from_transformers(config: Mapping[str, Any], state_dict: StateDict) -> Conve
     mlp_ratio = int(config["intermediate_size"]) / dim
     if int(config.get("decoder_intermediate_size", dec_dim * mlp_ratio)) != round(dec_dim * mlp_ratio):
         raise ConversionError(f"decoder_intermediate_size {config['decoder_intermediate_size']} is not "
-                              f"{mlp_ratio:g} x decoder_hidden_size {dec_dim}: zoo's MAE has one mlp_ratio")
+                              f"{mlp_ratio:g} x decoder_hidden_size {dec_dim}: zoo's MAE has one mlp_ratio for "
+                              f"encoder and decoder; load the encoder alone (without family='mae')")
     if not encoder.args.get("qkv_bias", True):
         raise ConversionError("qkv_bias=False: zoo's MAE has biases in its qkv projections")
     out: StateDict = {ENCODER + k: v for k, v in encoder.state_dict.items()}
@@ -78,7 +79,8 @@ def from_mae_release(state_dict: StateDict, variant: Optional[Variant] = None) -
     `main_pretrain.py` checkpoint): encoder keys move under `encoder.`, the decoder's stay. Widths,
     depths and patch come from the shapes; heads, `norm_pix_loss` and the mask ratio from `variant`
     (an MAE-family variant named with `zoo convert --model`, required: the file does not record
-    them). The visualisation releases were trained on raw pixels: build them with norm_pix_loss=False."""
+    them). The visualisation releases were trained on raw pixels: build them with norm_pix_loss=False.
+    Raises ConversionError without an MAE-family `variant`, without a decoder or a patch embedding."""
     if variant is None or variant.family != "mae":
         raise ConversionError("name the whole-MAE architecture with --model (an MAE variant, e.g. "
                               "mae_vit_large_patch16_dec512d8b): the checkpoint does not record its heads")

@@ -32,8 +32,9 @@ from torch.utils.checkpoint import checkpoint
 from ..layers import (
     DropPath, LayerNorm, Linear, Mlp, PatchEmbed, PatchMerging, WindowAttention, to_2tuple, window_geometry,
     window_partition, window_reverse)
-from ..layers.pos_embed import check_resample_method
-from ..layers.window_attention import WINDOW_PADDINGS
+from ..layers.pos_embed import BIAS_TABLE_RESAMPLE_METHODS, check_resample_method
+from ..layers.window_attention import check_window_padding
+from ..specs import check_blocks
 from .features import take_indices
 
 GLOBAL_POOLS = ("avg", "max", "")
@@ -45,7 +46,7 @@ class SwinTransformerBlock(nn.Module):
 
     `window_size` is the window the block's bias table covers; `shift` makes it a shifted-window
     block (by half the window). `window_padding` is the rule for maps that are not a multiple of the
-    window (`zoo.layers.window_attention.WINDOW_PADDINGS`: "zeros", "timm" or "masked").
+    window (`zoo.layers.window_attention.WINDOW_PADDINGS`: "swin", "torchvision", "timm" or "masked").
     """
 
     def __init__(
@@ -62,10 +63,8 @@ class SwinTransformerBlock(nn.Module):
         window_padding: str = "timm",
     ) -> None:
         super().__init__()
-        if window_padding not in WINDOW_PADDINGS:
-            raise ValueError(f"window_padding must be one of {WINDOW_PADDINGS}, got {window_padding!r}")
         self.window_size = to_2tuple(window_size, "window_size")
-        self.window_padding = window_padding
+        self.window_padding = check_window_padding(window_padding)
         self.shift_size = (self.window_size[0] // 2, self.window_size[1] // 2) if shift else (0, 0)
         self.norm1 = SwinNorm(dim)
         self.attn = WindowAttention(dim, num_heads, self.window_size, qkv_bias=qkv_bias, attn_drop=attn_drop,
@@ -194,13 +193,13 @@ class SwinTransformer(nn.Module):
         dynamic_img_crop: bool = True,
     ) -> None:
         super().__init__()
-        self.bias_table_resample = check_resample_method(bias_table_resample, ("geometric", "bicubic"))
-        if window_padding not in WINDOW_PADDINGS:
-            raise ValueError(f"window_padding must be one of {WINDOW_PADDINGS}, got {window_padding!r}")
-        self.window_padding = window_padding
+        self.bias_table_resample = check_resample_method(bias_table_resample, BIAS_TABLE_RESAMPLE_METHODS,
+                                                         "bias_table_resample")
+        self.window_padding = check_window_padding(window_padding)
         depths, num_heads = tuple(depths), tuple(num_heads)
         if len(depths) != len(num_heads) or not depths or min(depths) < 1:
             raise ValueError(f"depths and num_heads need one positive entry per stage, got {depths} and {num_heads}")
+        check_blocks("sum(depths)", sum(depths))
         if global_pool not in GLOBAL_POOLS:
             raise ValueError(f"global_pool must be one of {GLOBAL_POOLS}, got {global_pool!r}")
         if num_classes < 0:

@@ -150,7 +150,8 @@ def from_torchvision_swin(state_dict: StateDict, variant: Optional[Variant] = No
     blocks and patch merging alternate in `features.N`: renamed to timm's keys, `relative_position_index`
     buffers dropped, the architecture read from the shapes (input size from `variant`, else 224).
     torchvision pads maps with zero tokens as the Swin repository does, with its own rule for small
-    maps (`window_padding="torchvision"`)."""
+    maps (`window_padding="torchvision"`). Raises ConversionError for a Swin V2 checkpoint or one
+    without a patch embedding."""
     if any("cpb_mlp" in k or "logit_scale" in k for k in state_dict):
         raise ConversionError("a torchvision Swin V2 checkpoint (cpb_mlp, logit_scale): zoo's Swin is V1")
     sd: StateDict = {}
@@ -184,6 +185,8 @@ def _swin_args(sd: StateDict, variant: Optional[Variant], mask: Optional[torch.T
     dim, in_chans, patch, _ = sd["patch_embed.proj.weight"].shape
     blocks = sorted({(int(m.group(1)), int(m.group(2))) for k in sd
                      if (m := re.match(r"^layers\.(\d+)\.blocks\.(\d+)\.", k))})
+    if not blocks:
+        raise ConversionError("no 'layers.N.blocks.M.*' keys: not a Swin checkpoint (check --from)")
     stages = max(i for i, _ in blocks) + 1
     depths = [sum(1 for i, _ in blocks if i == s) for s in range(stages)]
     tables = [sd[f"layers.{s}.blocks.0.attn.relative_position_bias_table"] for s in range(stages)]
@@ -213,6 +216,7 @@ ORIGINAL_CONVENTIONS: Dict[str, Any] = {"bias_table_resample": "bicubic", "windo
 TRANSFORMERS = {"swin": from_transformers}
 RESEARCH = {"swin": from_swin_release, "torchvision-swin": from_torchvision_swin}
 
-# Where a converter's weights are found inside a training checkpoint (`zoo.weights.unwrap`), when its
-# layout does not have the family's first convolution key.
+# Where a converter's weights are found inside a training checkpoint (`zoo.weights.unwrap`): a research
+# converter may name its anchor keys in an `anchors` attribute when its layout does not have the family's
+# first convolution key (docs/hub.md, "How a family takes part").
 from_torchvision_swin.anchors = ("features.0.0.weight",)  # type: ignore[attr-defined]

@@ -20,7 +20,8 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from ..layers import Block, LayerNorm, Linear, Mlp, PatchEmbed, SwiGLU, resample_pos_embed, sincos_2d_pos_embed, to_2tuple
-from ..layers.pos_embed import RESAMPLE_METHODS, check_resample_method
+from ..layers.pos_embed import POS_EMBED_RESAMPLE_METHODS, check_resample_method
+from ..specs import check_blocks
 from .features import intermediate_layers
 
 MLP_LAYERS = {"mlp": Mlp, "swiglu": SwiGLU}
@@ -93,7 +94,8 @@ class VisionTransformer(nn.Module):
     ) -> None:
         super().__init__()
         _check_args(global_pool, class_token, pos_embed, mlp_layer, distilled, reg_tokens, depth, num_classes)
-        self.pos_embed_resample = check_resample_method(pos_embed_resample, RESAMPLE_METHODS[:3])
+        self.pos_embed_resample = check_resample_method(pos_embed_resample, POS_EMBED_RESAMPLE_METHODS,
+                                                        "pos_embed_resample")
         use_fc_norm = global_pool == "avg" if fc_norm is None else fc_norm
 
         self.num_classes = num_classes
@@ -264,6 +266,7 @@ def _check_args(global_pool: str, class_token: bool, pos_embed: str, mlp_layer: 
     if reg_tokens < 0 or depth < 1 or num_classes < 0:
         raise ValueError(f"need reg_tokens >= 0, depth >= 1, num_classes >= 0; got {reg_tokens}, {depth}, "
                          f"{num_classes}")
+    check_blocks("depth", depth)
 
 
 def _zeros(rows: int, dim: int, learned: bool = True) -> nn.Parameter:

@@ -178,10 +178,10 @@ def from_transformers(config: Mapping[str, Any], state_dict: StateDict) -> Conve
 # How each origin's models treat other input sizes (see `zoo.layers.pos_embed.RESAMPLE_METHODS`):
 # transformers' ViT, DeiT and ViTMAE take other sizes only with interpolate_pos_encoding=True (zoo:
 # dynamic_img_size=True) and resample by plain bicubic; its Dinov2 models take any size on every call,
-# ignoring the pixels of a partial patch, Dinov2 by plain bicubic, Dinov2WithRegisters antialiased.
+# Dinov2 by plain bicubic, Dinov2WithRegisters antialiased. All ignore the pixels of a partial patch.
 _ANY_SIZE = {"dynamic_img_size": True, "dynamic_img_crop": True}
 TRANSFORMERS_CONVENTIONS: Dict[str, Dict[str, Any]] = {
-    "vit": {"pos_embed_resample": "bicubic"},
+    "vit": {"pos_embed_resample": "bicubic", "dynamic_img_crop": True},  # crop: once dynamic_img_size is on
     "dinov2": {"pos_embed_resample": "bicubic", **_ANY_SIZE},
     "dinov2_with_registers": {"pos_embed_resample": "bicubic_antialias", **_ANY_SIZE},
 }

@@ -111,8 +111,8 @@ class Registry:
         if chosen:
             return chosen[0], getattr(chosen[0], origin)[key]
         what = "transformers model_type" if origin == "transformers" else "checkpoint source"
-        raise UnknownModelError(f"family {family!r} does not read {what} {key!r}; "
-                                f"{', '.join(sorted(f.name for f in readers))} does" if readers else
+        raise UnknownModelError(f"family {family!r} does not read {what} {key!r}; it is read by family "
+                                f"{' or '.join(repr(f.name) for f in readers)}" if readers else
                                 f"{what} {key!r} is not supported; zoo reads {', '.join(self.readers(origin))}")
 
     # ------------------------------------------------------------------------------------ variants

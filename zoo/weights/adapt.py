@@ -66,7 +66,7 @@ def load_state_dict(model: nn.Module, state_dict: Dict[str, torch.Tensor], famil
     """
     own = model.state_dict()
     expected = {k: tuple(v.shape) for k, v in own.items()}
-    state_dict, unwrapped = unwrap_state_dict(state_dict, expected, branch, label)
+    state_dict, unwrapped, _ = unwrap_state_dict(state_dict, expected, branch, label)
     notes = list(notes) + unwrapped
     if family.checkpoint_filter is not None:
         state_dict, filtered = family.checkpoint_filter(state_dict, model,
@@ -164,8 +164,10 @@ def _check_kinds(sd: Mapping[str, torch.Tensor], own: Mapping[str, torch.Tensor]
     wrong = [f"{k}: checkpoint {sd[k].dtype} vs model {own[k].dtype}" for k in own
              if k in sd and sd[k].is_floating_point() != own[k].is_floating_point()]
     if wrong:
-        raise CheckpointMismatchError(f"{label}: {len(wrong)} tensor{'s' * (len(wrong) > 1)} of another kind: "
-                                      f"{'; '.join(wrong[:5])}")
+        raise CheckpointMismatchError(f"{label}: {len(wrong)} tensor{'s' * (len(wrong) > 1)} of another kind "
+                                      f"(integers where the model has floating point, or the reverse): "
+                                      f"{'; '.join(wrong[:5])}. The file was made for another model, or its tensors "
+                                      f"were converted to the wrong dtype; check which model wrote it.")
 
 
 def _summarise(keys: Sequence[str], limit: int = 10) -> str:

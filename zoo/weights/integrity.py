@@ -42,11 +42,11 @@ def verify(path: Path, sha256: Optional[str], what: str, hint: str) -> None:
 
 
 # safetensors dtype names -> torch dtypes (the ones torch has)
-SAFETENSORS_DTYPES = {
-    "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
-    "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
-    "BOOL": torch.bool, "F8_E4M3": torch.float8_e4m3fn, "F8_E5M2": torch.float8_e5m2,
-}
+SAFETENSORS_DTYPES = {name: getattr(torch, attr) for name, attr in (
+    ("F64", "float64"), ("F32", "float32"), ("F16", "float16"), ("BF16", "bfloat16"), ("I64", "int64"),
+    ("I32", "int32"), ("I16", "int16"), ("I8", "int8"), ("U64", "uint64"), ("U32", "uint32"), ("U16", "uint16"),
+    ("U8", "uint8"), ("BOOL", "bool"), ("C64", "complex64"), ("F8_E4M3", "float8_e4m3fn"),
+    ("F8_E5M2", "float8_e5m2"), ("F8_E8M0", "float8_e8m0fnu")) if hasattr(torch, attr)}
 MAX_HEADER_BYTES = 100_000_000  # safetensors' own limit
 
 
@@ -76,10 +76,15 @@ def read_header(path: Path, what: str, hint: str = "") -> Dict[str, torch.Tensor
     for name, entry in header.items():
         if name == "__metadata__":
             continue
-        dtype = SAFETENSORS_DTYPES.get(entry.get("dtype")) if isinstance(entry, dict) else None
-        shape, offsets = (entry.get("shape"), entry.get("data_offsets")) if isinstance(entry, dict) else (None, None)
+        if not isinstance(entry, dict):
+            raise bad(f"its entry for {name!r} is not a JSON object")
+        dtype, shape, offsets = SAFETENSORS_DTYPES.get(entry.get("dtype")), entry.get("shape"), entry.get("data_offsets")
+        if dtype is None and isinstance(entry.get("dtype"), str):
+            raise CorruptWeightsError(f"{what}: tensor {name!r} is stored as {entry['dtype']}, which this torch "
+                                      f"({torch.__version__}) cannot hold; zoo reads {', '.join(SAFETENSORS_DTYPES)}. "
+                                      f"Save the weights in one of those.")
         if dtype is None or not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape):
-            raise bad(f"tensor {name!r} has dtype {entry.get('dtype') if isinstance(entry, dict) else None!r} and "
+            raise bad(f"tensor {name!r} has dtype {entry.get('dtype')!r} and "
                       f"shape {shape!r}")
         if not (isinstance(offsets, list) and len(offsets) == 2 and all(isinstance(o, int) for o in offsets)
                 and 0 <= offsets[0] <= offsets[1] <= data_bytes):

@@ -76,6 +76,15 @@ def save_pretrained(model: nn.Module, save_dir: PathLike, family: Family, full_a
     return save_dir
 
 
+def check_out_dir(out_dir: PathLike, overwrite: bool) -> None:
+    """Refuse to write into a folder that already holds files, unless `overwrite` (the commands'
+    --overwrite): nothing is lost. Raises ValueError."""
+    out = Path(out_dir).expanduser()
+    if not overwrite and out.is_dir() and any(out.iterdir()):
+        raise ValueError(f"--out {out} already holds files; choose another folder, or pass --overwrite "
+                         f"(overwrite=True) to replace its model files")
+
+
 def zoo_config_of(model: nn.Module) -> Dict[str, Any]:
     """`model.zoo_config` (family, arguments, input config ...), which `zoo.create` attaches. Raises
     ValueError for a model built some other way: its family and arguments are unknown."""
@@ -98,6 +107,8 @@ def _jsonable_args(args: Mapping[str, Any]) -> Dict[str, Any]:
 
 # zoo arguments timm's constructor has no equivalent for: the timm architecture name sets them.
 _ZOO_ONLY_ARGS = ("distilled", "mlp_layer", "norm_eps")
+# An origin's conventions for other input sizes (docs/hub.md): timm has its own, which the export takes.
+_ORIGIN_ARGS = ("pos_embed_resample", "bias_table_resample", "window_padding", "dynamic_img_crop")
 
 
 def _write_timm_config(path: Path, model: nn.Module, cfg: Mapping[str, Any], full_args: Mapping[str, Any],
@@ -114,6 +125,12 @@ def _write_timm_config(path: Path, model: nn.Module, cfg: Mapping[str, Any], ful
     model_args = {k: v for k, v in full_args.items() if _plain(timm_args.get(k)) != _plain(v)}
     if model_args.get("pos_embed") == "sincos":
         del model_args["pos_embed"]  # a fixed table in zoo; timm loads the same values as a learned one
+    conventions = {k: model_args.pop(k) for k in _ORIGIN_ARGS if k in model_args}
+    if conventions:
+        log.warning("format='timm': %s: timm has its own rules for other input sizes; the export gives zoo's "
+                    "outputs at %s and may differ from them at other sizes",
+                    ", ".join(f"{k}={v!r}" for k, v in conventions.items()),
+                    "x".join(str(x) for x in cfg["input"]["img_size"]))
     clash = [k for k in model_args if k in _ZOO_ONLY_ARGS]
     if clash:
         raise ValueError(f"format='timm': {', '.join(f'{k}={model_args[k]!r}' for k in clash)} differs from timm's "

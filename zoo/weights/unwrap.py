@@ -94,10 +94,11 @@ def candidate_prefixes(keys: Iterable[str], expected: Iterable[str]) -> Dict[str
 
 
 def unwrap_state_dict(obj: Any, expected: Iterable[str], branch: Optional[str] = None,
-                      what: str = "the checkpoint") -> Tuple[StateDict, List[str]]:
-    """The model's state dict inside `obj` (a state dict or a training checkpoint, any nesting) and
-    a note per change, for a model whose state-dict keys are `expected` (or a few anchor keys, such as
-    "patch_embed.proj.weight", when the model is not built yet).
+                      what: str = "the checkpoint") -> Tuple[StateDict, List[str], str]:
+    """The model's state dict inside `obj` (a state dict or a training checkpoint, any nesting), a
+    note per change and the prefix it was found under ('' for none), for a model whose state-dict keys
+    are `expected` (or a few anchor keys, such as "patch_embed.proj.weight", when the model is not
+    built yet).
 
     Keys under the chosen prefix are kept with the prefix removed; everything else (heads of the
     self-supervised wrapper, optimizer state, the other branch) is dropped and counted in the note.
@@ -120,9 +121,11 @@ def unwrap_state_dict(obj: Any, expected: Iterable[str], branch: Optional[str] =
     if branch is not None:
         chosen = [p for p in full if _matches_branch(p, branch)]
         if not chosen:
+            names = sorted({s for p in full for s in _segments(p)} - {"module", "backbone", "model", "_orig_mod"})
             raise CheckpointMismatchError(
                 f"{what}: branch={branch!r} matches none of the weights it holds; they sit under "
-                f"{_listing(repr(p) for p in full)}. Pass one of those names (e.g. 'teacher', 'student', 'ema').")
+                f"{_listing(repr(p) for p in full)}. Pass " + (f"one of {_listing(repr(n) for n in names)}, or "
+                                                               if names else "") + "one of those prefixes.")
     else:
         teachers = [p for p in full if "teacher" in _segments(p)]
         chosen = teachers or [p for p in full if not _is_ema(p) and "student" not in _segments(p)] or full
@@ -140,7 +143,14 @@ def unwrap_state_dict(obj: Any, expected: Iterable[str], branch: Optional[str] =
                      if others else ""))
     if any(any(i in k for i in WRAPPER_INFIXES) for k in flatten(obj)):
         notes.append("removed the wrappers' key infixes (" + ", ".join(i[:-1] for i in WRAPPER_INFIXES) + ")")
-    return out, notes
+    return out, notes, prefix
+
+
+def written_by_training(prefix: str) -> bool:
+    """Whether weights found under `prefix` (from `unwrap_state_dict`) came out of a training run's
+    wrapper (DDP, a DINO-style teacher / student / backbone, an EMA copy) rather than a bare or
+    "model"-nested release: such weights are someone's own run, not a published release."""
+    return _is_ema(prefix) or bool({"module", "teacher", "student", "backbone"} & set(_segments(prefix)))
 
 
 def _prefixes_seen(flat: Dict[str, Any], depth: int = 2) -> List[str]:
