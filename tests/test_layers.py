@@ -126,7 +126,7 @@ def test_bf16_attention_close_to_fp32(cpu_isa, sdpa_calls, mode):
 @pytest.mark.parametrize("chunk_bytes", [2 * 3 * 4 * 17 * 17 * 4, 1000])  # 2 samples; 3 queries of 1 sample
 def test_low_precision_cpu_attention_in_chunks_equals_one_pass(monkeypatch, cpu_isa, mask_kind, chunk_bytes):
     """bf16 inference on the fast path takes the chunked float32-softmax path (forced on here: it runs
-    on any CPU); chunk edges must not change anything."""
+    on any CPU); chunk edges must not change the result beyond float32 summation order."""
     import zoo.layers.attention as attention_module
     cpu_isa(mode="on")
     torch.manual_seed(0)
@@ -145,7 +145,9 @@ def test_low_precision_cpu_attention_in_chunks_equals_one_pass(monkeypatch, cpu_
         monkeypatch.setattr(attention_module, "_CHUNK_BYTES", chunk_bytes)
         chunked = explicit_attention(q, k, v, mask, scale=1.0)
     assert whole.dtype == chunked.dtype == torch.bfloat16
-    assert torch.equal(whole, chunked)
+    # equal up to the order of float32 sums: GEMMs of another shape may block differently (AVX2 kernels
+    # do), which can move a bf16 output by one unit in the last place, never more
+    assert max_diff(whole.float(), chunked.float()) <= 2**-7 * whole.float().abs().max()
     assert max_diff(whole.float(), ref) < 0.05  # bf16 rounding of outputs up to ~3
 
 # -------------------------------------------------------------------------------- MLP and friends
