@@ -251,13 +251,12 @@ def load_saved(ref: PathLike, num_classes: Optional[int] = None, img_size: Optio
         model = build_checked(registry, family, args, input_cfg, weights, num_classes=num_classes, img_size=img_size,
                               overrides=overrides, name=name, tag=tag)
     except ValueError as e:  # the builder's or the size check's: name the config that asked for it
-        if isinstance(e, WeightsError):
-            raise
-        raise RepoConfigError(f"{what}: {e}") from None
-    model.zoo_config["weights"].update(origins.saved_metadata(config, fmt))
-    labels = config.get("label_names") if fmt == "zoo" else None
-    if isinstance(labels, list) and len(labels) == getattr(model, "num_classes", -1):  # a new head has none
-        model.zoo_config["label_names"] = [str(x) for x in labels]
+        raise e if isinstance(e, WeightsError) else RepoConfigError(f"{what}: {e}") from None
+    meta = origins.saved_metadata(config, fmt, source)
+    labels = meta.pop("label_names")
+    model.zoo_config["weights"].update(meta)
+    if labels is not None and len(labels) == getattr(model, "num_classes", -1):  # a new head has none
+        model.zoo_config["label_names"] = labels
     return model
 
 

@@ -143,6 +143,9 @@ class Family:
     `checkpoint_filter_fn`). `classifier` / `first_conv` name the head(s) and the patch projection
     (adapted for another num_classes / in_chans). `transformers` maps a transformers config
     `model_type`, `research` a research release name, to a converter returning `Converted`.
+    `to_transformers(args, state_dict) -> (config, state_dict)` writes a model of this family (its
+    complete builder arguments, its state dict) as a transformers checkpoint: config.json as a dict
+    and the tensors under transformers' keys (raises ConversionError for what transformers cannot hold).
     """
 
     name: str
@@ -153,6 +156,7 @@ class Family:
     first_conv: Optional[str] = None
     transformers: Mapping[str, Callable[..., Converted]] = field(default_factory=dict)
     research: Mapping[str, Callable[..., Converted]] = field(default_factory=dict)
+    to_transformers: Optional[Callable[..., Tuple[Dict[str, Any], Dict[str, Any]]]] = None
 
     def parameters(self) -> Optional[Dict[str, inspect.Parameter]]:
         """Keyword arguments the builder accepts; None when it takes **kwargs (anything goes)."""

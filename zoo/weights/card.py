@@ -44,8 +44,9 @@ def model_card(cfg: Mapping[str, Any], args: Mapping[str, Any], license: Optiona
     title = (f"{name}.{tag}" if tag else name) or f"{family} model"
     num_classes = args.get("num_classes", 0)
     pipeline = "image-classification" if num_classes else "image-feature-extraction"
-    front = {"library_name": "timm" if format == "timm" else "zoo", "license": license or "other",
-             "tags": ["image-classification", family, "zoo"] + (["timm"] if format == "timm" else []),
+    library = format if format in ("timm", "transformers") else "zoo"
+    front = {"library_name": library, "license": license or "other",
+             "tags": ["image-classification", family, "zoo"] + ([library] if library != "zoo" else []),
              "pipeline_tag": pipeline}
     inp = cfg["input"]
     size = "x".join(str(s) for s in inp["img_size"])
@@ -68,10 +69,17 @@ def model_card(cfg: Mapping[str, Any], args: Mapping[str, Any], license: Optiona
     if format == "timm":
         ref = f"hf-hub:{repo_id}" if repo_id else f"local-dir:{where}"
         usage = f"import timm\n\nmodel = timm.create_model(\"{ref}\", pretrained=True).eval()"
+    elif format == "transformers":
+        auto = "AutoModelForImageClassification" if num_classes else "AutoModel"
+        usage = (f"from transformers import {auto}\n\nmodel = {auto}.from_pretrained(\"{repo_id or where}\").eval()"
+                 f"\n# or zoo: zoo.create(\"{where if not repo_id else 'hf-hub:' + repo_id}\")")
     else:
         usage = f"import zoo\n\nmodel = zoo.create(\"{where}\").eval()  # weights, config and input size from this repo"
-    usage += ("\nlogits = model(images)  # images: (B, 3, H, W), normalised as above" if num_classes else
-              "\nfeatures = model(images)  # (B, D); model.forward_features(images) gives every token")
+    if format == "transformers":
+        usage += f"\noutputs = model(pixel_values=images)  # {'.logits' if num_classes else '.last_hidden_state'}"
+    else:
+        usage += ("\nlogits = model(images)  # images: (B, 3, H, W), normalised as above" if num_classes else
+                  "\nfeatures = model(images)  # (B, D); model.forward_features(images) gives every token")
     table = "\n".join(f"| {k} | {v} |" for k, v in rows)
     return (f"---\n{yaml.safe_dump(front, sort_keys=False)}---\n\n# {title}\n\n"
             f"A {family} model saved with zoo {__version__}.\n\n| | |\n|---|---|\n{table}\n\n"

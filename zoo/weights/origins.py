@@ -7,7 +7,8 @@ so no downloaded file makes zoo import or run code.
 """
 from __future__ import annotations
 
-from typing import Any, Dict, Mapping, Optional, Tuple
+import re
+from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 from ..specs import InputConfig, Variant, parse_input
 from .errors import RepoConfigError
@@ -77,12 +78,47 @@ def transformers_input(source: Source, img_size: Any, base: Optional[InputConfig
     return parse_input(spec, base=base or InputConfig(img_size=(0, 0)))
 
 
-def saved_metadata(config: Mapping[str, Any], fmt: str) -> Dict[str, Any]:
-    """{"license", "metrics"} recorded in a config.json (None / {} where the origin records none: timm
-    keeps a license only, transformers neither)."""
+def label_names(config: Mapping[str, Any], fmt: str) -> Optional[List[str]]:
+    """The class names a config.json records: zoo's and timm's `label_names`, transformers' `id2label`
+    (in index order; its placeholder names LABEL_0, LABEL_1 ... count as none). None without any."""
+    if fmt == "transformers":
+        id2label = config.get("id2label")
+        if not isinstance(id2label, dict) or not id2label:
+            return None
+        try:
+            names = [str(id2label[k]) for k in sorted(id2label, key=int)]
+        except ValueError:
+            return None
+        return None if all(re.fullmatch(r"LABEL_\d+", n) for n in names) else names
+    names = config.get("label_names")
+    if isinstance(names, dict):  # timm allows {index: name}
+        names = [names[k] for k in sorted(names, key=int)]
+    return [str(n) for n in names] if isinstance(names, list) else None
+
+
+def card_license(source: Source) -> Optional[str]:
+    """The `license` in the front matter of the repo's README.md (the Hub's model card metadata, read
+    with huggingface_hub's ModelCard), or None without a card or a license in it."""
+    path = source.fetch_optional("README.md")
+    if path is None:
+        return None
+    from huggingface_hub import ModelCard
+
+    try:
+        return ModelCard.load(path).data.license
+    except Exception:  # a card that does not parse is no reason to refuse the weights
+        return None
+
+
+def saved_metadata(config: Mapping[str, Any], fmt: str, source: Optional[Source] = None) -> Dict[str, Any]:
+    """{"license", "metrics", "label_names"} of a saved model: what its config.json records (timm keeps
+    a license, transformers none) and, for transformers, the license of its model card (`source`)."""
+    labels = label_names(config, fmt)
     if fmt == "zoo":
         metrics = config.get("metrics") if isinstance(config.get("metrics"), dict) else {}
-        return {"license": config.get("license"),
+        return {"license": config.get("license"), "label_names": labels,
                 "metrics": {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))}}
     license = (config.get("pretrained_cfg") or {}).get("license") if fmt == "timm" else None
-    return {"license": license, "metrics": {}}
+    if fmt == "transformers" and source is not None:
+        license = card_license(source)
+    return {"license": license, "metrics": {}, "label_names": labels}

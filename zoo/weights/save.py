@@ -15,13 +15,15 @@ import torch
 from torch import nn
 
 from ..complexity import count_macs, count_params
-from ..specs import Family
+from ..specs import ConversionError, Family
 from ..version import __version__
 from .card import input_sizes, model_card
 from .source import CARD_NAME, CONFIG_NAME, WEIGHTS_NAME, PathLike
 
 log = logging.getLogger("zoo.weights")
-SAVE_FORMATS = ("zoo", "timm")
+SAVE_FORMATS = ("zoo", "timm", "transformers")
+PREPROCESSOR_NAME = "preprocessor_config.json"
+_PIL_RESAMPLE = {"nearest": 0, "bilinear": 2, "bicubic": 3}  # PIL's codes, which transformers' processors use
 
 
 def save_pretrained(model: nn.Module, save_dir: PathLike, family: Family, full_args: Mapping[str, Any],
@@ -32,14 +34,18 @@ def save_pretrained(model: nn.Module, save_dir: PathLike, family: Family, full_a
 
     `format="zoo"` (default) writes a config zoo reads back (`zoo.create(save_dir)`, or
     `zoo.create("hf-hub:...")` once pushed); `format="timm"` writes timm's config instead, so that
-    `timm.create_model("local-dir:DIR", pretrained=True)` (or `hf-hub:`) loads it. `license` and
+    `timm.create_model("local-dir:DIR", pretrained=True)` (or `hf-hub:`) loads it; `format="transformers"`
+    writes transformers' config.json, weights under its keys and a preprocessor_config.json, for
+    `transformers.AutoModel` / `AutoModelForImageClassification.from_pretrained(DIR)` (the family's
+    `to_transformers`; label names become `id2label`). `license` and
     `metrics` (e.g. {"top1": 81.2}) go into the card and config; by default they come from the weights
     the model was loaded from (metrics only when the architecture was not adapted). `repo_id` is used
     in the card's usage snippet. The model must come from `zoo.create` (it needs `model.zoo_config`);
     `family` is its family record, `full_args` its builder arguments with the defaults filled in,
     `timm_args` those of the timm architecture of the same name (format "timm" only: the config
     records what differs). Raises ValueError for an unknown format, a model without zoo_config, a
-    model timm has no architecture for, or arguments JSON cannot hold.
+    model timm or transformers has no architecture for, or arguments JSON cannot hold; nothing is
+    written then.
     """
     if format not in SAVE_FORMATS:
         raise ValueError(f"format must be one of {SAVE_FORMATS}, got {format!r}")
@@ -65,9 +71,11 @@ def save_pretrained(model: nn.Module, save_dir: PathLike, family: Family, full_a
         if cfg.get("label_names"):
             config["label_names"] = list(cfg["label_names"])
         (save_dir / CONFIG_NAME).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
-    else:  # first: it refuses what timm cannot build
+    elif format == "timm":  # first: it refuses what timm cannot build
         _write_timm_config(save_dir / CONFIG_NAME, model, cfg, full_args, timm_args, license)
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    if format == "transformers":  # first: it refuses what transformers cannot hold
+        tensors = _write_transformers_config(save_dir, model, cfg, family, full_args, tensors)
     save_file(tensors, str(save_dir / WEIGHTS_NAME), metadata={"format": "pt"})
     params, macs = _cost(family, args, cfg["input"])
     card = model_card(cfg, args, license, metrics, format, repo_id, save_dir, params, macs, input_sizes(model))
@@ -146,6 +154,31 @@ def _write_timm_config(path: Path, model: nn.Module, cfg: Mapping[str, Any], ful
     labels = cfg.get("label_names")
     save_config_for_hf(reference, str(path), model_config={"label_names": list(labels)} if labels else None,
                        model_args=_jsonable_args(model_args), data_config=data_config)
+
+
+def _write_transformers_config(save_dir: Path, model: nn.Module, cfg: Mapping[str, Any], family: Family,
+                               full_args: Mapping[str, Any], tensors: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+    """transformers' config.json (with id2label / label2id from the label names) and
+    preprocessor_config.json (size, mean, std, resampling) in `save_dir`; returns the tensors under
+    transformers' keys. Raises ValueError for a family or model transformers cannot hold."""
+    if family.to_transformers is None:
+        raise ValueError(f"format='transformers': family {family.name!r} has no transformers export")
+    try:
+        config, out = family.to_transformers(full_args, tensors)
+    except ConversionError as e:
+        raise ValueError(f"format='transformers': {e}") from None
+    labels = cfg.get("label_names") or [f"LABEL_{i}" for i in range(getattr(model, "num_classes", 0) or 0)]
+    if labels:
+        config["id2label"] = {str(i): str(name) for i, name in enumerate(labels)}
+        config["label2id"] = {str(name): i for i, name in enumerate(labels)}
+    inp = cfg["input"]
+    h, w = inp["img_size"]
+    processor = {"image_processor_type": "ViTImageProcessor", "do_resize": True, "size": {"height": h, "width": w},
+                 "resample": _PIL_RESAMPLE.get(inp["interpolation"], 3), "do_rescale": True, "rescale_factor": 1 / 255,
+                 "do_normalize": True, "image_mean": list(inp["mean"]), "image_std": list(inp["std"])}
+    (save_dir / CONFIG_NAME).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+    (save_dir / PREPROCESSOR_NAME).write_text(json.dumps(processor, indent=2) + "\n", encoding="utf-8")
+    return out
 
 
 def _plain(value: Any) -> Any:
