@@ -196,3 +196,61 @@ def test_predict_on_the_sample_photos(finetuned, tmp_path, capsys):
         assert set(labels) <= {str(i) for i in range(10)} and len(set(labels)) == 5
         assert probs == sorted(probs, reverse=True) and 0 < sum(probs) <= 1 + 1e-6
     assert main(["predict", paths[0], "--model", str(tmp_path / "nope")]) == 2
+
+
+def test_predict_folders_patterns_batches_and_files(finetuned, tmp_path, capsys):
+    """Folders (recursive), glob patterns, batches, TTA and CSV / JSON-lines output; the results do not
+    depend on the batch size, and `zoo.transforms_for` is the preprocessing they use."""
+    import csv
+    import json
+
+    from PIL import Image
+    from sklearn.datasets import load_sample_images
+
+    from zoo.predict import find_images, predict
+
+    photos = tmp_path / "photos"
+    (photos / "sub").mkdir(parents=True)
+    for i, photo in enumerate(load_sample_images().images):
+        Image.fromarray(photo).save(photos / ("sub" if i else ".") / f"p{i}.jpg")
+        Image.fromarray(photo[::2, ::2]).save(photos / f"small{i}.png")
+    out, _ = finetuned
+    assert main(["predict", str(photos), "--model", str(out / "best"), "--out", str(tmp_path / "p.csv"),
+                 "--batch-size", "3", "--top-k", "3"]) == 0
+    rows = list(csv.reader(open(tmp_path / "p.csv")))
+    assert rows[0] == ["path", "label_1", "probability_1", "label_2", "probability_2", "label_3", "probability_3"]
+    assert [Path(r[0]).name for r in rows[1:]] == ["p0.jpg", "small0.png", "small1.png", "p1.jpg"]
+    assert main(["predict", str(photos / "**" / "*.jpg"), "--model", str(out / "best"), "--out",
+                 str(tmp_path / "p.jsonl"), "--tta", "flip"]) == 0
+    lines = [json.loads(line) for line in open(tmp_path / "p.jsonl")]
+    assert len(lines) == 2 and len(lines[0]["top_k"]) == 5
+    model = zoo.create(str(out / "best")).eval()
+    paths = find_images([photos])
+    one, many = predict(paths, model, batch_size=1, num_workers=0), predict(paths, model, batch_size=4, num_workers=1)
+    assert [[label for label, _ in p] for p in one] == [[label for label, _ in p] for p in many]
+    assert max(abs(a[1] - b[1]) for p, q in zip(one, many) for a, b in zip(p, q)) < 1e-5
+    crops = predict(paths[:1], model, tta="five-crop", num_workers=0)[0]
+    assert abs(sum(p for _, p in crops) - sum(p for _, p in one[0])) < 0.5  # a distribution, another estimate
+    with pytest.raises(ValueError, match="no such file or folder, and no file matches it as a pattern"):
+        find_images([tmp_path / "nothing*.jpg"])
+    assert main(["predict", str(photos), "--model", str(out / "best"), "--out", str(tmp_path / "p.txt")]) == 2
+    assert "write .csv or .jsonl" in capsys.readouterr().err
+
+
+def test_transforms_for_is_timms_eval_recipe():
+    """Resize the short side to size / crop_pct, centre crop, normalise: timm's own eval transform on the
+    same photo gives the same input (up to PIL's vs torchvision's resampling, a few 1e-2)."""
+    import timm
+    from PIL import Image
+    from sklearn.datasets import load_sample_images
+    from torchvision.transforms import v2
+
+    model = zoo.create("deit_tiny_patch16_224", depth=1)
+    photo = Image.fromarray(load_sample_images().images[0])
+    ours = zoo.transforms_for(model)(v2.functional.to_dtype(v2.functional.to_image(photo), torch.float32, scale=True))
+    config = timm.data.resolve_data_config(model=timm.create_model("deit_tiny_patch16_224", depth=1))
+    theirs = timm.data.create_transform(**config)(photo)
+    assert ours.shape == theirs.shape == (3, 224, 224)
+    assert (ours - theirs).abs().mean() < 0.02
+    with pytest.raises(ValueError, match="has no zoo_config"):
+        zoo.transforms_for(torch.nn.Linear(2, 2))

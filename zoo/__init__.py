@@ -17,5 +17,14 @@ from .version import __version__
 __all__ = [
     "InputConfig", "RegistryError", "SlowPrecisionWarning", "UnknownModelError", "Variant", "WeightTag",
     "ZooPluginWarning", "create", "list_models", "model_info", "push_to_hub", "register_family", "save_pretrained",
-    "set_fast_paths", "__version__",
+    "set_fast_paths", "transforms_for", "__version__",
 ]
+
+
+def __getattr__(name: str):
+    """`zoo.transforms_for` (zoo.predict), imported on first use: it brings torchvision's transforms."""
+    if name == "transforms_for":
+        from .predict import transforms_for
+
+        return transforms_for
+    raise AttributeError(f"module 'zoo' has no attribute {name!r}")

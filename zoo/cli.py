@@ -233,12 +233,19 @@ def cmd_finetune(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from .predict import load_classifier, predict
+    from .predict import find_images, load_classifier, predict, write_predictions
 
     pretrained = True if args.pretrained is True or str(args.pretrained).lower() in ("true", "default") \
         else args.pretrained
+    paths = find_images(args.images)
     model = load_classifier(args.model, pretrained)
-    for path, top in zip(args.images, predict(args.images, model, args.top_k)):
+    results = predict(paths, model, args.top_k, batch_size=args.batch_size, device=args.device,
+                      precision=args.precision, tta=args.tta, num_workers=args.workers,
+                      progress=len(paths) > args.batch_size and sys.stderr.isatty())
+    if args.out:
+        print(write_predictions(paths, results, args.out))
+        return 0
+    for path, top in zip(paths, results):
         print(path)
         for label, p in top:
             print(f"  {p * 100:6.2f}%  {label}")
@@ -341,14 +348,22 @@ def build_parser() -> argparse.ArgumentParser:
                          "cosine, RandAugment, Mixup/CutMix, label smoothing, drop path, EMA, gradient clipping); "
                          "resumable, multi-process with torchrun; the best model is saved with zoo.save_pretrained.")
 
-    p = sub.add_parser("predict", help="top-k labels for image files",
+    p = sub.add_parser("predict", help="top-k labels for images (files, folders, patterns)",
                        description="Classify images with a registered model (--pretrained) or a saved one "
-                                   "(e.g. the best/ folder of zoo finetune); prints the top-k labels with probabilities.")
-    p.add_argument("images", nargs="+", help="image files")
+                                   "(e.g. the best/ folder of zoo finetune); prints the top-k labels with probabilities, "
+                                   "or writes them to --out (.csv or .jsonl).")
+    p.add_argument("images", nargs="+", help="image files, folders (searched recursively) or glob patterns")
     p.add_argument("--model", required=True, help="registered NAME[.TAG], a saved model directory or hf-hub:ORG/NAME")
     p.add_argument("--pretrained", nargs="?", const=True, default=False,
                    help="with a registered name: load its weights (optionally a tag)")
     p.add_argument("--top-k", type=int, default=5, help="labels per image (default: 5)")
+    p.add_argument("--batch-size", type=int, default=32, help="images per forward pass (default: 32)")
+    p.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cpu)")
+    p.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32", help="autocast (default: fp32)")
+    p.add_argument("--tta", choices=("none", "flip", "five-crop"), default="none",
+                   help="test-time augmentation: mean probabilities over the mirror or five crops (default: none)")
+    p.add_argument("--out", help="write the predictions to this .csv or .jsonl file instead of printing them")
+    p.add_argument("--workers", type=int, help="image-loading processes (default: CPUs - 1, at most 8)")
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("download", help="fetch weights into the Hugging Face cache (for offline use later)",

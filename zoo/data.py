@@ -33,6 +33,15 @@ _INTERPOLATION = {"bicubic": InterpolationMode.BICUBIC, "bilinear": Interpolatio
                   "nearest": InterpolationMode.NEAREST}
 
 
+def default_workers() -> int:
+    """Data-loader worker processes for this machine: one fewer than its CPUs, at most 8 (0 on one CPU:
+    load in the main process)."""
+    import os
+
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(0, min(8, cpus - 1))
+
+
 class DataError(ValueError):
     """The data argument points at nothing usable; the message says what was found and expected."""
 
