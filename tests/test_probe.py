@@ -192,3 +192,28 @@ def test_swin_probe_features_are_the_pooled_final_stage(tmp_path):
         assert max_diff(pooled, model.forward_head(model.forward_features(x), pre_logits=True)) < 1e-5
     result = linear_probe(probe_cfg(tmp_path, iterations=50), backbone=model)
     assert len(result["heads"]) == 52 and 0 < result["chosen"]["test_top1"] <= 100
+
+
+def test_a_random_backbone_is_flagged_loudly_and_published_numbers_shown(tmp_path, capsys, offline):
+    """A registry name without --pretrained warns (and says so in the results); pretrained weights with
+    published numbers carry them (here from a local Hub cache holding the tag's file)."""
+    from zoo.eval.prepare import RandomBackboneWarning, backbone_line, load_backbone
+
+    with pytest.warns(RandomBackboneWarning, match="RANDOMLY INITIALISED backbone"):
+        model = load_backbone("vit_small_patch14_dinov2", pretrained=False, img_size=28)
+    assert "RANDOMLY" in capsys.readouterr().err
+    from zoo.eval.prepare import backbone_weights
+    assert backbone_weights(model) == ("random init", {})
+    line = backbone_line({"backbone_weights": "random init", "published": {}}, "linear")
+    assert "RANDOM WEIGHTS: pass --pretrained" in line
+
+    from hub_cache import add_folder_to_cache
+    import timm
+    ref = timm.create_model("vit_small_patch14_dinov2", depth=1, img_size=28)
+    timm.models.save_for_hf(ref, str(tmp_path / "src"), safe_serialization=True)
+    add_folder_to_cache(tmp_path / "cache", "timm/vit_small_patch14_dinov2.lvd142m", tmp_path / "src")
+    loaded = zoo.create("vit_small_patch14_dinov2", pretrained=True, depth=1, img_size=28, cache_dir=tmp_path / "cache")
+    weights, published = backbone_weights(loaded)
+    assert weights == "pretrained lvd142m" and published == {"linear": 81.1, "knn": 79.0}
+    assert backbone_line({"backbone_weights": weights, "published": published}, "linear").endswith(
+        "published ImageNet-1k linear: 81.1% (the registry's tag)")

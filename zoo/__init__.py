@@ -21,10 +21,22 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str):
-    """`zoo.transforms_for` (zoo.predict), imported on first use: it brings torchvision's transforms."""
-    if name == "transforms_for":
-        from .predict import transforms_for
+# name -> (module, attribute): imported on first use (they bring torchvision, the data and training code)
+_LAZY = {
+    "transforms_for": ("zoo.predict", "transforms_for"),
+    "pretrain_mae": ("zoo.training.mae", "pretrain_mae"),
+    "finetune": ("zoo.training.finetune", "finetune"),
+    "linear_probe": ("zoo.eval.linear_probe", "linear_probe"),
+    "knn": ("zoo.eval.knn", "knn"),
+}
 
-        return transforms_for
+
+def __getattr__(name: str):
+    """The job functions (`zoo.finetune(FinetuneConfig(...))`, ...) and `zoo.transforms_for`, imported
+    on first use; each is documented where it lives (docs/index.md lists the modules)."""
+    if name in _LAZY:
+        import importlib
+
+        module, attribute = _LAZY[name]
+        return getattr(importlib.import_module(module), attribute)
     raise AttributeError(f"module 'zoo' has no attribute {name!r}")

@@ -98,6 +98,7 @@ def cmd_info(args: argparse.Namespace) -> int:
             "input_sizes": cost["input_sizes"],
             "weights": {t: {"hf_hub_id": w.hf_hub_id, "filename": w.filename, "format": w.format,
                             "license": w.license, "num_classes": w.num_classes, "top1": w.top1, "top5": w.top5,
+                            "linear": w.linear, "knn": w.knn,
                             "sha256": w.sha256} for t, w in variant.weights.items()},
             "source": variant.source,
         }, indent=2))
@@ -183,6 +184,7 @@ def cmd_pretrain_mae(args: argparse.Namespace) -> int:
 
 def cmd_linear_probe(args: argparse.Namespace) -> int:
     from .eval.linear_probe import ProbeConfig, linear_probe
+    from .eval.prepare import backbone_line
 
     cfg = _settings(ProbeConfig, args)
     r = linear_probe(cfg)
@@ -191,17 +193,20 @@ def cmd_linear_probe(args: argparse.Namespace) -> int:
           f"avgpool={c['avgpool']} lr={c['lr']:g} (val top-1 {c['val_top1']:.2f}%)")
     print(f"{r['eval_split']} top-1 {c['test_top1']:.2f}%  top-5 {c['test_top5']:.2f}%  "
           f"({r['test_size']} images; features {r['feature_cache']}, {r['seconds']['total']:.1f} s)")
+    print(backbone_line(r, "linear"))
     print(f"results: {Path(cfg.out) / 'results.json'}")
     return 0
 
 
 def cmd_knn(args: argparse.Namespace) -> int:
     from .eval.knn import KnnConfig, knn
+    from .eval.prepare import backbone_line
 
     cfg = _settings(KnnConfig, args)
     r = knn(cfg)
     print(f"\nk={r['k']} (chosen on held-out train): {r['eval_split']} top-1 {r['test_top1']:.2f}%  "
           f"top-5 {r['test_top5']:.2f}%  (features {r['feature_cache']})")
+    print(backbone_line(r, "knn"))
     print(f"results: {Path(cfg.out) / 'results.json'}")
     return 0
 

@@ -45,7 +45,9 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type, skip: tuple = ()) 
         for key in ("choices", "nargs", "const"):
             if key in f.metadata:
                 kwargs[key] = f.metadata[key]
-        if tp is bool:
+        if tp is bool and f.name.startswith("no_"):  # --no-cache: no --no-no-cache twin
+            parser.add_argument(flag, action="store_true", **kwargs)
+        elif tp is bool:
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, **kwargs)
         elif typing.get_origin(tp) is dict:
             parser.add_argument(flag, type=_yaml_mapping, metavar="YAML", **kwargs)

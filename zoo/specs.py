@@ -25,7 +25,7 @@ INTERPOLATIONS = ("bicubic", "bilinear", "nearest")
 WEIGHT_FORMATS = ("timm", "zoo", "transformers")
 BUILTIN_SOURCE = "zoo"
 INPUT_FIELDS = {"img_size", "mean", "std", "crop_pct", "interpolation"}
-WEIGHT_FIELDS = {"hf_hub_id", "filename", "format", "license", "num_classes", "top1", "top5", "sha256",
+WEIGHT_FIELDS = {"hf_hub_id", "filename", "format", "license", "num_classes", "top1", "top5", "linear", "knn", "sha256",
                  "input", "description"}
 
 
@@ -69,14 +69,17 @@ class WeightTag:
     num_classes: int = 1000
     top1: Optional[float] = None  # reported ImageNet top-1, %
     top5: Optional[float] = None
+    linear: Optional[float] = None  # published ImageNet-1k linear-probe top-1 of a backbone, %
+    knn: Optional[float] = None  # published ImageNet-1k k-NN top-1 of a backbone, %
     sha256: Optional[str] = None
     input: Optional[InputConfig] = None
     description: str = ""
 
     @property
     def metrics(self) -> Dict[str, float]:
-        """The reported metrics that are known, e.g. {"top1": 81.2}."""
-        return {k: v for k, v in (("top1", self.top1), ("top5", self.top5)) if v is not None}
+        """The reported metrics that are known, e.g. {"top1": 81.2} or {"linear": 84.5, "knn": 82.1}."""
+        return {k: v for k, v in (("top1", self.top1), ("top5", self.top5), ("linear", self.linear),
+                                  ("knn", self.knn)) if v is not None}
 
 
 @dataclass(frozen=True)
@@ -246,7 +249,7 @@ def parse_weight_tag(tag: Any, spec: Any, variant_input: InputConfig, num_classe
     if not isinstance(n, int) or isinstance(n, bool) or n < 0:
         raise FieldError("num_classes", f"expected a non-negative integer, got {n!r}")
     metrics = {}
-    for key in ("top1", "top5"):
+    for key in ("top1", "top5", "linear", "knn"):
         value = spec.get(key)
         if value is not None and (not isinstance(value, (int, float)) or not 0 <= value <= 100):
             raise FieldError(key, f"expected a percentage in [0, 100], got {value!r}")

@@ -71,6 +71,7 @@ def knn(cfg: KnnConfig, backbone=None) -> dict:
     results = {"model": cfg.model, "data": cfg.data, "eval_split": prep.eval_name, "k": best_k,
                "temperature": cfg.temperature, "test_top1": test_top1, "test_top5": test_top5,
                "per_k": {str(k): v for k, v in per_k.items()}, "feature_cache": prep.cache_status,
+               "backbone_weights": prep.weights, "published": prep.published,
                "seconds": time.perf_counter() - t0, "config": to_dict(cfg)}
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -280,6 +280,7 @@ def linear_probe(cfg: ProbeConfig, backbone: Optional[nn.Module] = None) -> dict
         "model": cfg.model, "data": cfg.data, "recipe": cfg.recipe, "classes": classes,
         "eval_split": prep.eval_name, "train_size": len(fit), "holdout_size": len(val), "test_size": len(test),
         "chosen": chosen, "heads": all_heads, "iterations": iterations, "feature_cache": prep.cache_status,
+        "backbone_weights": prep.weights, "published": prep.published,
         "seconds": {"features": t_features, "extraction": prep.extraction_seconds, "train_heads": t_train,
                     "total": time.perf_counter() - t0},
         "config": to_dict(cfg),

@@ -1,14 +1,16 @@
 """Backbone + data -> cached train / eval features, shared by `linear-probe` and `knn`."""
 from __future__ import annotations
 
+import sys
 import time
-from dataclasses import dataclass
+import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import List, Optional
+from typing import Dict, List, Optional
 
 import torch
 
-from ..factory import create
+from ..factory import create, is_repo_reference
 from ..config import setting
 from ..data import classification_splits, eval_transform
 from .features import (FeatureSet, cache_key, default_cache_dir, extract_features, load_features,
@@ -45,6 +47,34 @@ class PreparedFeatures:
     backbone_ref: str
     input_cfg: dict
     extraction_seconds: float = 0.0  # forward passes over both splits (0 on a cache hit)
+    weights: str = "loaded"  # "pretrained <tag>", "random init" or "loaded" (a saved model)
+    published: Dict[str, float] = field(default_factory=dict)  # the weights' published numbers, e.g. {"linear": 84.5}
+
+
+class RandomBackboneWarning(UserWarning):
+    """A probe or kNN asked to evaluate a randomly initialised backbone: a registered name without
+    --pretrained. Its numbers say nothing about any pretraining."""
+
+
+def backbone_line(results: dict, metric: str) -> str:
+    """For the commands' summary: the backbone's weights, and the number published for them (ImageNet-1k
+    `metric`: "linear" or "knn") beside the user's own result."""
+    line = f"backbone: {results['backbone_weights']}"
+    if metric in results.get("published", {}):
+        line += f"; published ImageNet-1k {metric}: {results['published'][metric]:.1f}% (the registry's tag)"
+    if results["backbone_weights"] == "random init":
+        line += "  <- RANDOM WEIGHTS: pass --pretrained to evaluate the published ones"
+    return line
+
+
+def backbone_weights(model) -> tuple:
+    """("pretrained <tag>" | "random init" | "loaded", published metrics) of a backbone from `load_backbone`."""
+    cfg = getattr(model, "zoo_config", {}) or {}
+    weights = cfg.get("weights")
+    if weights is None:
+        return "random init", {}
+    tag = cfg.get("tag")
+    return (f"pretrained {tag}" if tag else "loaded"), dict(weights.get("metrics") or {})
 
 
 def load_backbone(ref: str, pretrained: bool = False, img_size: Optional[int] = None):
@@ -54,6 +84,12 @@ def load_backbone(ref: str, pretrained: bool = False, img_size: Optional[int] = 
     """
     kwargs = {} if img_size is None else {"img_size": img_size}
     model = create(ref, pretrained=pretrained, **kwargs)  # a saved folder or hf-hub: repo brings its own weights
+    if not pretrained and not is_repo_reference(ref) and "weights" not in model.zoo_config:
+        message = (f"--model {ref} without --pretrained: evaluating a RANDOMLY INITIALISED backbone. Its numbers "
+                   f"say nothing about pretraining; pass --pretrained for the registry's weights, or a saved "
+                   f"model folder.")
+        warnings.warn(message, RandomBackboneWarning, stacklevel=2)
+        print(f"WARNING: {message}", file=sys.stderr, flush=True)
     if getattr(model, "num_classes", 0) and hasattr(model, "reset_classifier"):
         model.reset_classifier(0)
     if hasattr(model, "encoder") and hasattr(model, "decoder_blocks"):  # an MAE: probe its encoder
@@ -92,5 +128,6 @@ def prepare_features(cfg: FeatureSettings, device: torch.device, backbone=None) 
         if not cfg.no_cache:
             for split, p in paths.items():
                 save_features(p, feats[split])
+    weights, published = backbone_weights(model)
     return PreparedFeatures(feats["train"], feats["eval"], splits.classes, splits.eval_name, status,
-                            cfg.model, input_cfg, extraction if status != "hit" else 0.0)
+                            cfg.model, input_cfg, extraction if status != "hit" else 0.0, weights, published)
