@@ -12,7 +12,7 @@ import torch
 
 from ..factory import create, is_repo_reference
 from ..config import setting
-from ..data import classification_splits, eval_transform
+from ..data import classification_splits, eval_transform, resolve_workers
 from .features import (FeatureSet, cache_key, default_cache_dir, extract_features, load_features,
                        save_features)
 
@@ -24,7 +24,8 @@ class FeatureSettings:
     default and help)."""
     model: str = setting("vit_small_patch14_dinov2", "registered name[.tag], a saved model directory, or hf-hub:org/repo")
     pretrained: bool = setting(False, "load the registry's pretrained weights for a registered name")
-    data: str = setting("digits", "'digits' or a folder with train/ and test/ (or val/), one sub-folder per class")
+    data: str = setting("digits", "'digits', a folder with train/ and test/ (or val/) or with one sub-folder per "
+                                  "class, a .csv / .jsonl of path,label rows, or a Hugging Face dataset folder")
     out: Path = setting(Path("runs/features"), "output directory")
     img_size: Optional[int] = setting(None, "input size (default: the model's)")
     precision: str = setting("fp32", "fp32 or bf16 (autocast) for feature extraction", choices=("fp32", "bf16"))
@@ -33,7 +34,10 @@ class FeatureSettings:
     no_cache: bool = setting(False, "extract again even if cached features exist")
     seed: int = setting(0, "seed for the held-out split")
     device: str = setting("auto", "auto, cpu, cuda or cuda:N")
-    workers: int = setting(0, "data-loading workers for extraction")
+    workers: Optional[int] = setting(None, "data-loading workers for extraction (default: CPUs - 1, at most 8, "
+                                           "for image files; 0 for digits)")
+    val_fraction: float = setting(0.2, "share of each class held out for evaluation when --data has no "
+                                       "splits (one class-folder tree, a .csv / .jsonl file, a dataset)")
     progress: bool = setting(True, "show progress bars")
 
 
@@ -107,7 +111,9 @@ def prepare_features(cfg: FeatureSettings, device: torch.device, backbone=None) 
     model = backbone if backbone is not None else load_backbone(cfg.model, cfg.pretrained, cfg.img_size)
     model = model.to(device)
     input_cfg = model.zoo_config["input"]
-    splits = classification_splits(cfg.data, eval_transform(input_cfg), eval_transform(input_cfg), seed=cfg.seed)
+    splits = classification_splits(cfg.data, eval_transform(input_cfg), eval_transform(input_cfg), seed=cfg.seed,
+                                   val_fraction=cfg.val_fraction)
+    workers = resolve_workers(cfg.workers, splits.train)
     options = {"precision": cfg.precision, "n_last": 4}
     key = cache_key(model, splits.data_id, repr(sorted(input_cfg.items())), options)
     cache = Path(cfg.cache_dir) if cfg.cache_dir is not None else default_cache_dir()
@@ -120,9 +126,9 @@ def prepare_features(cfg: FeatureSettings, device: torch.device, backbone=None) 
         start = time.perf_counter()
         feats = {
             "train": extract_features(model, splits.train, splits.train_labels, cfg.extract_batch_size, device,
-                                      cfg.precision, cfg.workers, cfg.progress, "features (train)"),
+                                      cfg.precision, workers, cfg.progress, "features (train)"),
             "eval": extract_features(model, splits.eval, splits.eval_labels, cfg.extract_batch_size, device,
-                                     cfg.precision, cfg.workers, cfg.progress, f"features ({splits.eval_name})"),
+                                     cfg.precision, workers, cfg.progress, f"features ({splits.eval_name})"),
         }
         extraction = time.perf_counter() - start
         if not cfg.no_cache:

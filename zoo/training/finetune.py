@@ -33,7 +33,7 @@ from torch.utils.data import DataLoader, Subset
 
 from ..factory import create, save_pretrained
 from ..config import setting
-from ..data import eval_transform, finetune_splits
+from ..data import eval_transform, finetune_splits, resolve_workers
 from ..common.metrics import ClassificationMeter
 from ..common.distributed import DistInfo
 from .loop import PRECISIONS, Callback, StepOutput, Trainer, autocast, seed_everything
@@ -47,7 +47,8 @@ class FinetuneConfig:
                                                    "run's encoder/) or hf-hub:org/repo")
     pretrained: Union[bool, str] = setting(False, "load the registry's weights: --pretrained (default tag) or "
                                                   "--pretrained TAG", nargs="?", const=True)
-    data: str = setting("digits", "'digits' or a folder with train/ and val/ (test/ optional), one folder per class")
+    data: str = setting("digits", "'digits', a folder with train/ and val/ (test/ optional) or with one sub-folder "
+                                  "per class, a .csv / .jsonl of path,label rows, or a Hugging Face dataset folder")
     out: Path = setting(Path("runs/finetune"), "run directory")
     img_size: Optional[int] = setting(None, "input size (default: the model's); positions / bias tables are adapted")
     global_pool: Optional[str] = setting(None, "ViT pooling: token or avg (MAE fine-tunes with avg); default: the "
@@ -76,6 +77,8 @@ class FinetuneConfig:
     grad_checkpointing: bool = setting(False, "recompute activations in backward (less memory)")
     patience: Optional[int] = setting(None, "stop after this many epochs without a better val top-1")
     holdout_fraction: float = setting(0.1, "for digits: part of train held out as the val split")
+    val_fraction: float = setting(0.2, "share of each class held out as val when --data has no splits (one "
+                                       "class-folder tree, a .csv / .jsonl file, a dataset); seeded by --seed")
     precision: str = setting("fp32", "fp32, bf16 (autocast) or fp16 (CUDA, grad scaler)", choices=PRECISIONS)
     ckpt_every: int = setting(1, "write a checkpoint every N epochs (and at the end)")
     keep_checkpoints: int = setting(2, "checkpoints kept on disk (the newest)")
@@ -84,7 +87,7 @@ class FinetuneConfig:
                                      "(they are deleted); without it such a directory is refused")
     log_every: int = setting(10, "optimizer steps between metrics.jsonl lines")
     seed: int = setting(0, "random seed")
-    workers: int = setting(0, "data-loading worker processes per training process")
+    workers: Optional[int] = setting(None, "data-loading worker processes per training process (default: CPUs - 1, at most 8, for image files; 0 for digits)")
     device: str = setting("auto", "auto, cpu, cuda or cuda:N")
     progress: bool = setting(True, "show a progress bar")
 
@@ -255,7 +258,7 @@ def _finetune(cfg: FinetuneConfig, resume: Optional[Path], dist: DistInfo) -> di
 
     # The data first: the number of classes and their names come from it; transforms once the model's
     # input config is known.
-    splits = finetune_splits(cfg.data, cfg.seed, cfg.holdout_fraction)
+    splits = finetune_splits(cfg.data, cfg.seed, cfg.holdout_fraction, cfg.val_fraction)
     classes = splits["classes"]
     model = build_model(cfg, len(classes))
     adapted = list(model.zoo_config.get("weights", {}).get("adapted", []))
@@ -276,7 +279,8 @@ def _finetune(cfg: FinetuneConfig, resume: Optional[Path], dist: DistInfo) -> di
             splits[name].transform = eval_transform(input_cfg)
 
     loader = train_loader(splits["train"], cfg, dist)
-    val_loader = DataLoader(_shard(splits["val"], dist), batch_size=cfg.batch_size * 2, num_workers=cfg.workers)
+    val_loader = DataLoader(_shard(splits["val"], dist), batch_size=cfg.batch_size * 2,
+                            num_workers=resolve_workers(cfg.workers, splits["val"]))
 
     lr, eff_batch = scaled_lr(cfg, dist)
     optimizer = torch.optim.AdamW(optimizer_groups(model, cfg.weight_decay, cfg.layer_decay), lr=lr)
@@ -317,7 +321,7 @@ def _finetune(cfg: FinetuneConfig, resume: Optional[Path], dist: DistInfo) -> di
     if finished and splits.get("test") is not None:  # the best model, on the test split, once
         best = create(str(Path(cfg.out) / "best")).to(dist.device)
         test_loader = DataLoader(_shard(splits["test"], dist), batch_size=cfg.batch_size * 2,
-                                 num_workers=cfg.workers)
+                                 num_workers=resolve_workers(cfg.workers, splits["test"]))
         summary["test"], confusion = evaluate(best, test_loader, dist, cfg.precision, len(classes), prefix="test_")
         if dist.is_main:
             plot_confusion_matrix(confusion, classes, Path(cfg.out) / "confusion_matrix_test.png",

@@ -60,7 +60,7 @@ class MAEPretrainConfig:
                                      "(they are deleted); without it such a directory is refused")
     log_every: int = setting(10, "optimizer steps between metrics.jsonl lines")
     seed: int = setting(0, "random seed (data order, augmentation, masking, initialisation)")
-    workers: int = setting(0, "data-loading worker processes per training process")
+    workers: Optional[int] = setting(None, "data-loading worker processes per training process (default: CPUs - 1, at most 8, for image files; 0 for digits)")
     device: str = setting("auto", "auto, cpu, cuda or cuda:N")
     num_held_out: int = setting(8, "held-out images shown in the reconstruction figures")
     grad_checkpointing: bool = setting(False, "recompute encoder activations in backward (less memory)")

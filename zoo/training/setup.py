@@ -13,6 +13,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from ..common.distributed import DistInfo, cleanup_distributed, init_distributed
 from ..config import to_dict
+from ..data import resolve_workers
 from .checkpoint import claim_run_dir
 from .loop import TrainConfig
 
@@ -36,8 +37,9 @@ def train_loader(dataset: Dataset, cfg: Any, dist: DistInfo) -> DataLoader:
     loop reshuffles each epoch), `cfg.batch_size` images per process, the last partial batch dropped."""
     sampler = DistributedSampler(dataset, num_replicas=dist.world_size, rank=dist.rank, shuffle=True,
                                  seed=cfg.seed, drop_last=True)
-    return DataLoader(dataset, batch_size=cfg.batch_size, sampler=sampler, num_workers=cfg.workers,
-                      drop_last=True, pin_memory=dist.device.type == "cuda", persistent_workers=cfg.workers > 0)
+    workers = resolve_workers(cfg.workers, dataset)
+    return DataLoader(dataset, batch_size=cfg.batch_size, sampler=sampler, num_workers=workers,
+                      drop_last=True, pin_memory=dist.device.type == "cuda", persistent_workers=workers > 0)
 
 
 def scaled_lr(cfg: Any, dist: DistInfo) -> Tuple[float, int]:

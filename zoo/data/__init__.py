@@ -1,6 +1,7 @@
 """Datasets and transforms for zoo's commands.
 
-Two sources:
+Sources (the other labeled forms, one image folder split automatically, CSV / JSON-lines files and
+Hugging Face datasets, are in `zoo.data.sources`):
 - `digits`: scikit-learn's 1,797 real handwritten digits (8x8, 10 classes), upsampled to the
   model's input size, 3 channels, split 80/20 (stratified, seeded) into train and test. Ships with
   scikit-learn, so it works offline.
@@ -25,12 +26,20 @@ from torch.utils.data import Dataset
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms import v2
 
-from .helpers import to_2tuple
+from ..helpers import to_2tuple
+from .files import IMG_EXTENSIONS, DataError, ImageFiles, class_folder, find_images
 
-IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif", ".ppm")
 DIGITS = "digits"
 _INTERPOLATION = {"bicubic": InterpolationMode.BICUBIC, "bilinear": InterpolationMode.BILINEAR,
                   "nearest": InterpolationMode.NEAREST}
+
+
+def resolve_workers(workers: Optional[int], dataset: Dataset) -> int:
+    """A command's `workers` setting: as given, or by default `default_workers()` for data read from
+    files and 0 for images already in memory (digits), where worker processes only cost."""
+    if workers is not None:
+        return workers
+    return 0 if isinstance(dataset, TensorImages) else default_workers()
 
 
 def default_workers() -> int:
@@ -40,10 +49,6 @@ def default_workers() -> int:
 
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     return max(0, min(8, cpus - 1))
-
-
-class DataError(ValueError):
-    """The data argument points at nothing usable; the message says what was found and expected."""
 
 
 # ------------------------------------------------------------------------------------- datasets
@@ -67,51 +72,6 @@ class TensorImages(Dataset):
         if self.transform is not None:
             img = self.transform(img)
         return img if self.labels is None else (img, int(self.labels[i]))
-
-
-class ImageFiles(Dataset):
-    """Image files loaded with PIL as RGB, with optional integer labels. The transform receives a
-    float tensor in [0, 1], or with `as_pil` the PIL image."""
-
-    def __init__(self, paths: Sequence[Path], labels: Optional[Sequence[int]] = None,
-                 transform: Optional[Callable] = None, classes: Optional[List[str]] = None,
-                 as_pil: bool = False) -> None:
-        self.paths, self.labels, self.transform, self.as_pil = list(paths), labels, transform, as_pil
-        self.classes = classes or []
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __getitem__(self, i: int):
-        from PIL import Image
-
-        with Image.open(self.paths[i]) as im:
-            img = im.convert("RGB")
-        if not self.as_pil:
-            img = v2.functional.to_dtype(v2.functional.to_image(img), torch.float32, scale=True)
-        if self.transform is not None:
-            img = self.transform(img)
-        return img if self.labels is None else (img, int(self.labels[i]))
-
-
-def find_images(root: Path) -> List[Path]:
-    """Every image file under `root`, recursively, sorted."""
-    return sorted(p for p in root.rglob("*") if p.suffix.lower() in IMG_EXTENSIONS and p.is_file())
-
-
-def class_folder(root: Path) -> Tuple[List[Path], List[int], List[str]]:
-    """(paths, labels, class names) from one sub-folder per class, classes sorted by name."""
-    classes = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
-    if not classes:
-        raise DataError(f"{root}: expected one sub-folder per class (e.g. {root}/cat/*.jpg), found none")
-    paths, labels = [], []
-    for idx, name in enumerate(classes):
-        files = find_images(root / name)
-        paths += files
-        labels += [idx] * len(files)
-    if not paths:
-        raise DataError(f"{root}: the class folders {classes[:5]} hold no images ({', '.join(IMG_EXTENSIONS)})")
-    return paths, labels, classes
 
 
 # --------------------------------------------------------------------------------------- digits
@@ -222,10 +182,24 @@ def _files_id(paths: Sequence[Path], root: Path) -> str:
 
 
 def classification_splits(data: str, train_transform, eval_transform_, seed: int = 0,
-                          eval_split: Optional[str] = None, val_split: bool = False) -> LabeledSplits:
-    """`data` = "digits" (stratified 80/20 train/test, seeded) or a folder holding `train/` and
-    `val/` and/or `test/`, each with one sub-folder per class. The evaluation split is `test/` when
-    present, else `val/` (or the one named by `eval_split`); with `val_split=True` it is `val/`."""
+                          eval_split: Optional[str] = None, val_split: bool = False,
+                          val_fraction: float = 0.2) -> LabeledSplits:
+    """`data` = "digits" (stratified 80/20 train/test, seeded), a folder holding `train/` and
+    `val/` and/or `test/`, each with one sub-folder per class, or one of `zoo.data.sources`' forms
+    (one class-folder tree, a CSV / JSON-lines file, a Hugging Face dataset; split with `seed` and
+    `val_fraction` where they have no splits). The evaluation split is test when present, else val
+    (or the one named by `eval_split`); with `val_split=True` it is val."""
+    from .sources import labeled_data
+
+    source = None if data == DIGITS else labeled_data(data, seed, val_fraction)
+    if source is not None:
+        name = eval_split or ("test" if source["test"] is not None and not val_split else "val")
+        train, ev = source["train"], source[name]
+        if ev is None:
+            raise DataError(f"--data {data!r}: it has no {name} split")
+        train.transform, ev.transform = train_transform, eval_transform_
+        return LabeledSplits(train, ev, torch.tensor(train.labels), torch.tensor(ev.labels), source["classes"],
+                             name, source["data_id"])
     if data == DIGITS:
         split = load_digits_split(seed=seed)  # 32x32; the transforms resize to the model's input
         return LabeledSplits(
@@ -235,8 +209,9 @@ def classification_splits(data: str, train_transform, eval_transform_, seed: int
             f"digits:seed={seed}")
     root = Path(data).expanduser()
     if not (root / "train").is_dir():
-        raise DataError(f"--data {data!r}: expected 'digits' or a folder with train/ and val/ or test/ "
-                        f"sub-folders (one folder per class inside each)")
+        raise DataError(f"--data {data!r}: expected 'digits', a folder with train/ and val/ or test/ sub-folders "
+                        f"(one folder per class inside each) or with one sub-folder per class (split "
+                        f"automatically), a .csv / .jsonl file of path,label rows, or a Hugging Face dataset folder")
     if eval_split is None:
         eval_split = "val" if val_split else ("test" if (root / "test").is_dir() else "val")
     if not (root / eval_split).is_dir():
@@ -265,9 +240,11 @@ def stratified_holdout(labels: torch.Tensor, fraction: float, seed: int) -> Tupl
     return torch.from_numpy(np.sort(keep)), torch.from_numpy(np.sort(held))
 
 
-def finetune_splits(data: str, seed: int = 0, holdout_fraction: float = 0.1) -> dict:
+def finetune_splits(data: str, seed: int = 0, holdout_fraction: float = 0.1, val_fraction: float = 0.2) -> dict:
     """{'train', 'val', 'test' (or None), 'classes'} for fine-tuning, datasets without transforms yet
-    (set `.transform` once the model's input config is known).
+    (set `.transform` once the model's input config is known). `zoo.data.sources`' forms (one
+    class-folder tree, CSV / JSON-lines, a Hugging Face dataset) are split with `seed` and
+    `val_fraction` where they have no val split.
 
     digits: the train split minus a stratified, seeded `holdout_fraction` (that part is val), and
     the test split. A folder: `train/` and `val/` are required, `test/` is optional; one sub-folder per
@@ -281,10 +258,16 @@ def finetune_splits(data: str, seed: int = 0, holdout_fraction: float = 0.1) -> 
                 "val": TensorImages(tr.images[held], tr.labels[held], classes=DIGIT_CLASSES),
                 "test": TensorImages(split["test"].images, split["test"].labels, classes=DIGIT_CLASSES),
                 "classes": DIGIT_CLASSES}
+    from .sources import labeled_data
+
+    source = labeled_data(data, seed, val_fraction)
+    if source is not None:
+        return {k: source[k] for k in ("train", "val", "test", "classes")}
     root = Path(data).expanduser()
     if not (root / "train").is_dir() or not (root / "val").is_dir():
-        raise DataError(f"--data {data!r}: expected 'digits' or a folder with train/ and val/ (test/ optional), "
-                        f"one sub-folder per class in each")
+        raise DataError(f"--data {data!r}: expected 'digits', a folder with train/ and val/ (test/ optional) or one "
+                        f"sub-folder per class (split automatically), a .csv / .jsonl file of path,label rows, "
+                        f"or a Hugging Face dataset folder")
     paths, labels, classes = class_folder(root / "train")
     out = {"train": ImageFiles(paths, labels, classes=classes), "classes": classes, "test": None}
     for name in ("val", "test"):
