@@ -126,6 +126,16 @@ def test_finetuning_the_mae_encoder_beats_its_linear_probe(pretrained_encoder, f
     assert summary["best"]["top1"] == max(max(r["val_top1"], r["ema_val_top1"]) for r in epochs)
     for png in ("training_curves.png", "confusion_matrix.png", "confusion_matrix_test.png"):
         assert (out / png).stat().st_size > 5000, png
+    # per-class numbers as JSON, consistent with their own confusion matrix and the summary
+    report = json.loads((out / "classification_report_test.json").read_text())
+    m = torch.tensor(report["confusion"], dtype=torch.float64)  # rows: true class
+    assert m.sum() == 360 and report["accuracy"] == pytest.approx(summary["test"]["test_top1"], abs=1e-6)
+    for i, name in enumerate(report["classes"]):
+        c = report["per_class"][name]
+        assert c["support"] == m[i].sum() and c["recall"] == pytest.approx(100 * m[i, i] / m[i].sum())
+        if c["precision"] + c["recall"] > 0:
+            assert c["f1"] == pytest.approx(2 * c["precision"] * c["recall"] / (c["precision"] + c["recall"]))
+    assert json.loads((out / "classification_report.json").read_text())["split"] == "val"
     best = zoo.create(str(out / "best"))
     assert best.zoo_config["label_names"] == [str(i) for i in range(10)] and best.num_classes == 10
     config = json.loads((out / "best" / "config.json").read_text())

@@ -65,6 +65,16 @@ def test_short_run_on_digits_learns_and_writes_everything(tmp_path):
     saved = yaml.safe_load((run / "config.yaml").read_text())
     assert saved["model_args"] == MICRO and saved["epochs"] == 4
     assert json.loads((run / "summary.json").read_text())["final_loss"] == pytest.approx(last)
+    # the other logs: metrics.csv holds the same records, TensorBoard's event files the same numbers
+    import csv
+
+    rows = list(csv.DictReader(open(run / "metrics.csv")))
+    assert len(rows) == len(records) and float(rows[-1]["loss"]) == pytest.approx(records[-1]["loss"])
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(run / "tensorboard")).Reload()
+    epoch_loss = [e.value for e in events.Scalars("epoch/loss")]
+    assert epoch_loss == pytest.approx([r["loss"] for r in records if r["kind"] == "epoch"], rel=1e-6)
     # the encoder is an ordinary ViT directory that zoo.create loads
     encoder = zoo.create(str(run / "encoder"))
     assert type(encoder).__name__ == "VisionTransformer" and encoder.num_classes == 0
@@ -192,3 +202,33 @@ def test_a_fresh_run_refuses_a_directory_holding_another_run(tmp_path, capsys):
     pretrain_mae(micro_cfg(run, epochs=1, overwrite=True))
     assert sorted(p.name for p in (run / "checkpoints").iterdir() if p.is_dir()) == ["epoch_0001"]
     assert len([r for r in read_metrics(run) if r["kind"] == "epoch"]) == 1
+
+
+def test_log_targets_and_resume_auto(tmp_path, capsys):
+    """--log-to none writes metrics.jsonl only; wandb without the package is refused before training;
+    --resume auto starts a fresh run in an empty --out and resumes one that holds a checkpoint."""
+    from zoo.cli import main
+    from zoo.common.logs import parse_log_to
+
+    run = tmp_path / "quiet"
+    pretrain_mae(micro_cfg(run, epochs=1, log_to="none"))
+    assert (run / "metrics.jsonl").is_file() and not (run / "metrics.csv").exists()
+    assert not (run / "tensorboard").exists()
+    assert parse_log_to("tensorboard, csv") == ("tensorboard", "csv")
+    with pytest.raises(ValueError, match="--log-to: unknown mlflow; choose from tensorboard, csv, wandb"):
+        parse_log_to("mlflow")
+    try:
+        import wandb  # noqa: F401
+    except ImportError:  # the fallback this machine has: a clear refusal, nothing trained
+        with pytest.raises(ValueError, match=r"--log-to wandb needs the wandb package \(pip install wandb\)"):
+            pretrain_mae(micro_cfg(tmp_path / "w", epochs=1, log_to="wandb"))
+        assert not (tmp_path / "w" / "checkpoints").exists()
+    args = ["pretrain-mae", "--model", "mae_tiny_32", "--model-args", json.dumps(MICRO), "--epochs", "2",
+            "--batch-size", "64", "--out", str(tmp_path / "auto"), "--resume", "auto", "--no-progress",
+            "--warmup-epochs", "0.5", "--stop-after-epoch", "1", "--log-to", "none"]
+    assert main(args) == 0
+    assert "no checkpoint yet in" in capsys.readouterr().err
+    assert main(args[:-4] + ["--log-to", "none"]) == 0  # the same command, requeued: continues to epoch 2
+    assert "--resume auto: resuming" in capsys.readouterr().err
+    epochs = [r["epoch"] for r in read_metrics(tmp_path / "auto") if r["kind"] == "epoch"]
+    assert epochs == [0, 1]

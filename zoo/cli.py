@@ -150,9 +150,13 @@ def _info_saved(args: argparse.Namespace) -> int:
 
 
 def _settings(cls, args: argparse.Namespace):
-    """defaults < the resumed run's config.yaml < --config < flags."""
+    """defaults < the resumed run's config.yaml < --config < flags. `--resume auto` resumes the run in
+    --out when it holds a checkpoint and starts afresh otherwise (one command a job scheduler can requeue)."""
     from .config import resolve
 
+    if str(getattr(args, "resume", None)) == "auto":
+        from .training.checkpoint import auto_resume
+        args.resume = auto_resume(Path(resolve(cls, args, [args.config] if args.config is not None else []).out))
     configs = []
     if getattr(args, "resume", None) is not None:
         saved = Path(args.resume) / "config.yaml"
@@ -162,8 +166,7 @@ def _settings(cls, args: argparse.Namespace):
     if args.config is not None:
         configs.append(args.config)
     cfg = resolve(cls, args, configs)
-    if getattr(args, "resume", None) is not None:
-        cfg.out = Path(args.resume)  # a resumed run keeps writing into its own directory
+    cfg.out = Path(args.resume) if getattr(args, "resume", None) is not None else cfg.out  # a resumed run: its own dir
     return cfg
 
 
@@ -289,8 +292,9 @@ def _add_job(sub, name: str, settings_cls, func, help: str, description: str, re
     p = sub.add_parser(name, help=help, description=description)
     p.add_argument("--config", type=Path, metavar="FILE", help="YAML file of settings (keys as the flags)")
     if resumable:
-        p.add_argument("--resume", type=Path, metavar="RUN_DIR",
-                       help="continue this run from its latest checkpoint, with its config.yaml (flags override)")
+        p.add_argument("--resume", type=Path, metavar="RUN_DIR|auto",
+                       help="continue this run from its latest checkpoint, with its config.yaml (flags override); "
+                            "'auto': resume --out if it holds a checkpoint, else start afresh there")
     add_arguments(p, settings_cls)
     p.set_defaults(func=func)
     return p

@@ -90,3 +90,24 @@ def top_k_predictions(probs: torch.Tensor, label_names: Optional[list], k: int =
     names = label_names or [f"class {i}" for i in range(probs.shape[1])]
     return [[(names[i], float(p)) for p, i in zip(row_v.tolist(), row_i.tolist())]
             for row_v, row_i in zip(values, indices)]
+
+
+def per_class_report(confusion, classes) -> dict:
+    """Per-class precision, recall, F1 (%) and support from a confusion matrix (rows: true class,
+    columns: predicted), with their macro averages and the matrix itself as numbers, as JSON takes
+    them: {"classes": [...], "per_class": {name: {...}}, "macro": {...}, "confusion": [[...]]}."""
+    import torch
+
+    m = torch.as_tensor(confusion, dtype=torch.float64)
+    tp, predicted, actual = m.diag(), m.sum(dim=0), m.sum(dim=1)
+    precision = torch.where(predicted > 0, tp / predicted.clamp(min=1), torch.zeros_like(tp)) * 100
+    recall = torch.where(actual > 0, tp / actual.clamp(min=1), torch.zeros_like(tp)) * 100
+    f1 = torch.where(precision + recall > 0, 2 * precision * recall / (precision + recall).clamp(min=1e-12),
+                     torch.zeros_like(tp))
+    per_class = {str(name): {"precision": p, "recall": r, "f1": f, "support": int(s)}
+                 for name, p, r, f, s in zip(classes, precision.tolist(), recall.tolist(), f1.tolist(), actual.tolist())}
+    present = actual > 0
+    macro = {k: float(v[present].mean()) if present.any() else 0.0
+             for k, v in (("precision", precision), ("recall", recall), ("f1", f1))}
+    return {"classes": [str(c) for c in classes], "per_class": per_class, "macro": macro,
+            "accuracy": float(tp.sum() / m.sum().clamp(min=1) * 100), "confusion": m.long().tolist()}

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 from pathlib import Path
 from typing import Dict, Optional, Tuple
 
@@ -85,6 +86,14 @@ def latest_checkpoint(run_dir: Path) -> Optional[Path]:
 
 class RunExistsError(ValueError):
     """A fresh run was pointed at a directory holding another run's checkpoints."""
+
+
+def auto_resume(run_dir: Path) -> Optional[Path]:
+    """`--resume auto`: `run_dir` when it holds a checkpoint (resume it), else None (start afresh there),
+    said on stderr; a job scheduler can requeue the same command after a preemption."""
+    found = latest_checkpoint(run_dir) is not None
+    print(f"--resume auto: {'resuming' if found else 'no checkpoint yet in'} {run_dir}", file=sys.stderr, flush=True)
+    return Path(run_dir) if found else None
 
 
 def claim_run_dir(run_dir: Path, resume: Optional[Path], overwrite: bool, is_main: bool = True) -> None:

@@ -34,8 +34,9 @@ from torch.utils.data import DataLoader, Subset
 from ..factory import create, save_pretrained
 from ..config import setting
 from ..data import eval_transform, finetune_splits, resolve_workers
-from ..common.metrics import ClassificationMeter
+from ..common.metrics import ClassificationMeter, per_class_report
 from ..common.distributed import DistInfo
+from .checkpoint import atomic_write_text
 from .loop import PRECISIONS, Callback, StepOutput, Trainer, autocast, seed_everything
 from ..common.plots import plot_confusion_matrix
 from .setup import run_job, scaled_lr, train_loader, trainer_config, warmup_cosine, write_config
@@ -81,6 +82,9 @@ class FinetuneConfig:
                                        "class-folder tree, a .csv / .jsonl file, a dataset); seeded by --seed")
     precision: str = setting("fp32", "fp32, bf16 (autocast) or fp16 (CUDA, grad scaler)", choices=PRECISIONS)
     ckpt_every: int = setting(1, "write a checkpoint every N epochs (and at the end)")
+    log_to: str = setting("tensorboard,csv", "where metrics go besides metrics.jsonl: comma-separated tensorboard "
+                                             "(event files in tensorboard/), csv (metrics.csv), wandb (needs the wandb "
+                                             "package); none for metrics.jsonl only")
     keep_checkpoints: int = setting(2, "checkpoints kept on disk (the newest)")
     stop_after_epoch: Optional[int] = setting(None, "stop after this epoch, with a checkpoint; --resume continues")
     overwrite: bool = setting(False, "start afresh in --out even if it holds another run's checkpoints "
@@ -186,6 +190,8 @@ class Validation(Callback):
             plot_confusion_matrix(self.best_confusion, self.classes, Path(self.cfg.out) / "confusion_matrix.png",
                                   title=f"val, best model (epoch {self.best['epoch'] + 1}, {self.best['weights']} "
                                         f"weights, top-1 {self.best['top1']:.2f}%)")
+            report = dict(per_class_report(self.best_confusion, self.classes), split="val", epoch=self.best["epoch"])
+            atomic_write_text(Path(self.cfg.out) / "classification_report.json", json.dumps(report, indent=2) + "\n")
 
     def state_dict(self) -> dict:
         state = {"best": {k: v for k, v in self.best.items()}, "stale": self.epochs_without_improvement}
@@ -326,6 +332,8 @@ def _finetune(cfg: FinetuneConfig, resume: Optional[Path], dist: DistInfo) -> di
         if dist.is_main:
             plot_confusion_matrix(confusion, classes, Path(cfg.out) / "confusion_matrix_test.png",
                                   title=f"test, best model (top-1 {summary['test']['test_top1']:.2f}%)")
+            report = dict(per_class_report(confusion, classes), split="test")
+            (Path(cfg.out) / "classification_report_test.json").write_text(json.dumps(report, indent=2) + "\n")
     if dist.is_main:
         summary["best_dir"] = str(Path(cfg.out) / "best")
         (Path(cfg.out) / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")

@@ -30,7 +30,7 @@ import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -39,6 +39,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from .checkpoint import atomic_write_text, load_checkpoint, save_checkpoint
 from ..common.distributed import DistInfo, all_gather_objects, all_reduce
+from ..common.logs import RunLog
 from ..common.plots import plot_training_curves, read_jsonl
 
 PRECISIONS = ("fp32", "bf16", "fp16")
@@ -68,6 +69,8 @@ class TrainConfig:
     seed: int = 0
     progress: bool = True
     stop_after_epoch: Optional[int] = None  # pause (with a checkpoint) after this epoch; resume continues
+    log_to: Tuple[str, ...] = ("tensorboard", "csv")  # sinks besides metrics.jsonl (zoo.common.logs)
+    settings: Optional[Dict[str, Any]] = None  # the command's settings, for the sinks that record them (wandb)
 
 
 class Callback:
@@ -173,6 +176,7 @@ class Trainer:
         self.stop_requested = False  # a callback may set this (early stopping)
         self.last_checkpoint: Optional[Path] = None
         self.epoch_logs: List[dict] = []
+        self.run_log = RunLog(self.out_dir, ())  # train() opens the real sinks, on the main process
 
     # --------------------------------------------------------------------------------- helpers
     @property
@@ -183,10 +187,11 @@ class Trainer:
         return max(group["lr"] for group in self.optimizer.param_groups)
 
     def log(self, record: dict) -> None:
-        """Append one JSON line to metrics.jsonl (main process only)."""
+        """Append one JSON line to metrics.jsonl, and to the other sinks (`--log-to`); main process only."""
         if self.dist.is_main:
             with open(self.metrics_path, "a") as f:
                 f.write(json.dumps(record) + "\n")
+            self.run_log.write(record)
 
     # ----------------------------------------------------------------------------- checkpoints
     def save(self) -> Path:
@@ -204,6 +209,7 @@ class Trainer:
                                    keep=self.cfg.keep_checkpoints)
             self.last_checkpoint = path
             plot_training_curves(self.metrics_path, self.out_dir / "training_curves.png")
+            self.run_log.checkpoint(self.metrics_path)
             for cb in self.callbacks:
                 cb.on_checkpoint(self, self.epoch - 1)
         return path
@@ -237,6 +243,8 @@ class Trainer:
             self.resume(resume)
         elif self.dist.is_main and self.metrics_path.exists():
             self.metrics_path.unlink()  # a fresh run owns its log
+        self.run_log = RunLog(self.out_dir, self.cfg.log_to if self.dist.is_main else (), self.global_step,
+                              self.cfg.settings)
         sampler = getattr(self.loader, "sampler", None)
         while self.epoch < self.cfg.epochs and not self.stop_requested:
             if hasattr(sampler, "set_epoch"):
@@ -257,6 +265,7 @@ class Trainer:
                 break
         for cb in self.callbacks:
             cb.on_train_end(self)
+        self.run_log.close(self.metrics_path)
         checksums = all_gather_objects(float(sum(p.detach().double().sum() for p in self.model.parameters())))
         return {"epochs": self.epoch, "steps": self.global_step,
                 "final_loss": self.epoch_logs[-1]["loss"] if self.epoch_logs else None,

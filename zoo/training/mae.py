@@ -54,6 +54,9 @@ class MAEPretrainConfig:
                              choices=PRECISIONS)
     clip_grad: Optional[float] = setting(None, "clip the gradient norm to this value")
     ckpt_every: int = setting(10, "write a checkpoint every N epochs (and always at the end)")
+    log_to: str = setting("tensorboard,csv", "where metrics go besides metrics.jsonl: comma-separated tensorboard "
+                                             "(event files in tensorboard/), csv (metrics.csv), wandb (needs the wandb "
+                                             "package); none for metrics.jsonl only")
     keep_checkpoints: int = setting(2, "checkpoints kept on disk (the newest)")
     stop_after_epoch: Optional[int] = setting(None, "stop after this epoch, with a checkpoint; --resume continues")
     overwrite: bool = setting(False, "start afresh in --out even if it holds another run's checkpoints "

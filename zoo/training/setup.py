@@ -12,6 +12,7 @@ import yaml
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from ..common.distributed import DistInfo, cleanup_distributed, init_distributed
+from ..common.logs import parse_log_to
 from ..config import to_dict
 from ..data import resolve_workers
 from .checkpoint import claim_run_dir
@@ -69,7 +70,7 @@ def trainer_config(cfg: Any) -> TrainConfig:
     return TrainConfig(out_dir=cfg.out, epochs=cfg.epochs, accum_iter=cfg.accum_iter, precision=cfg.precision,
                        clip_grad=cfg.clip_grad, ckpt_every=cfg.ckpt_every, keep_checkpoints=cfg.keep_checkpoints,
                        log_every=cfg.log_every, seed=cfg.seed, progress=cfg.progress,
-                       stop_after_epoch=cfg.stop_after_epoch)
+                       stop_after_epoch=cfg.stop_after_epoch, log_to=parse_log_to(cfg.log_to), settings=to_dict(cfg))
 
 
 def write_config(cfg: Any, dist: DistInfo) -> None:
