@@ -51,12 +51,13 @@ def test_job_functions_are_importable_from_zoo():
 
 def test_every_flag_anywhere_in_the_docs_belongs_to_something():
     """Any `--flag` in the docs is a zoo command's, a benchmark script's (benchmarks/*.py), or one of
-    the few other tools' flags the docs show (torchrun, pytest)."""
+    the few other tools' flags the docs show (torchrun, pytest, tensorboard)."""
     commands = subcommands()
     known = {s for p in commands.values() for a in p._actions for s in a.option_strings}
     for script in (ROOT / "benchmarks").glob("*.py"):
         known |= set(re.findall(r"add_argument\(\s*\"(--[a-z][a-z0-9-]*)\"", script.read_text(encoding="utf-8")))
-    known |= {"--nproc_per_node", "--nnodes", "--node_rank", "--master_addr", "--master_port", "--durations"}
+    known |= {"--nproc_per_node", "--nnodes", "--node_rank", "--master_addr", "--master_port", "--durations",
+              "--logdir"}  # torchrun, pytest, tensorboard
     stray = [f"{doc.name}:{n}: {flag}" for doc in DOCS
              for n, line in enumerate(doc.read_text(encoding="utf-8").splitlines(), 1)
              for flag in re.findall(r"(?<![\w-])(--[a-z][a-z0-9_-]*)", line) if flag not in known]
