@@ -136,10 +136,20 @@ def test_finetuning_the_mae_encoder_beats_its_linear_probe(pretrained_encoder, f
         if c["precision"] + c["recall"] > 0:
             assert c["f1"] == pytest.approx(2 * c["precision"] * c["recall"] / (c["precision"] + c["recall"]))
     assert json.loads((out / "classification_report.json").read_text())["split"] == "val"
+    # the best model's card: the Hub's metadata with the run's measured results, hyper-parameters, command
+    from huggingface_hub import ModelCard
+
+    card = ModelCard.load(out / "best" / "README.md")
+    results = {r.metric_name: r.metric_value for r in card.data.eval_results}
+    assert results["test top1"] == pytest.approx(summary["test"]["test_top1"], abs=1e-3)
+    assert results["val top1"] == pytest.approx(summary["best"]["top1"], abs=1e-3)
+    assert card.data.pipeline_tag == "image-classification" and card.data.eval_results[0].dataset_name == "digits"
+    assert "## Training" in card.text and "zoo finetune --model" in card.text and "- epochs: `" in card.text
     best = zoo.create(str(out / "best"))
     assert best.zoo_config["label_names"] == [str(i) for i in range(10)] and best.num_classes == 10
     config = json.loads((out / "best" / "config.json").read_text())
-    assert config["metrics"]["val_top1"] == pytest.approx(summary["best"]["top1"], abs=1e-3)
+    assert config["training"]["results"]["val_top1"] == pytest.approx(summary["best"]["top1"], abs=1e-3)
+    assert config["metrics"] == {}  # published numbers only: a fine-tuned model has none
     assert "Labels | 0, 1, 2" in (out / "best" / "README.md").read_text()
 
 

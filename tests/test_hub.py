@@ -236,7 +236,12 @@ def test_model_card(loaded, tmp_path):
     _, front, body = card.split("---\n", 2)
     meta = yaml.safe_load(front)
     assert meta == {"library_name": "zoo", "license": "apache-2.0", "tags": ["image-classification", "vit", "zoo"],
-                    "pipeline_tag": "image-classification"}
+                    "pipeline_tag": "image-classification",
+                    "base_model": "timm/deit_tiny_distilled_patch16_224.fb_in1k"}  # where the weights came from
+    from huggingface_hub import ModelCard
+
+    parsed = ModelCard.load(tmp_path / "saved" / "README.md")  # the Hub's own parser reads it back
+    assert parsed.data.base_model == "timm/deit_tiny_distilled_patch16_224.fb_in1k" and parsed.data.license == "apache-2.0"
     with torch.device("meta"):
         shape = zoo.create("deit_tiny_distilled_patch16_224", depth=2, num_classes=10)
     assert f"| Parameters | {count_params(shape) / 1e6:.2f} M |" in body
@@ -246,7 +251,7 @@ def test_model_card(loaded, tmp_path):
     # weights used as published keep their reported metrics; a headless backbone is a feature extractor
     plain = zoo.create("deit_tiny_distilled_patch16_224", pretrained=True, depth=2, cache_dir=loaded[1])
     body = (zoo.save_pretrained(plain, tmp_path / "plain") / "README.md").read_text()
-    assert "| top1 (reported) | 74.5 |" in body
+    assert "| top1 (published) | 74.5 |" in body
     backbone = zoo.create("vit_small_patch14_dinov2", depth=1, img_size=28)
     meta = yaml.safe_load((zoo.save_pretrained(backbone, tmp_path / "b", license="mit") / "README.md")
                           .read_text().split("---\n")[1])

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import difflib
 import typing
 from pathlib import Path
@@ -116,3 +117,26 @@ def to_dict(cfg: Any) -> Dict[str, Any]:
         v = getattr(cfg, f.name)
         out[f.name] = str(v) if isinstance(v, Path) else list(v) if isinstance(v, tuple) else v
     return out
+
+
+def command_line(command: str, cfg: Any) -> str:
+    """The command that reproduces `cfg` (a settings dataclass): `command` followed by a flag for every
+    setting that differs from its default, shell-quoted, e.g. "zoo finetune --epochs 5 --lr 0.001"."""
+    import shlex
+
+    parts = command.split()
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+        if value == default:
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        if isinstance(value, bool):
+            parts.append(flag if value or f.name.startswith("no_") else "--no-" + flag[2:])
+        elif isinstance(value, (list, tuple)):
+            parts += [flag, *(str(v) for v in value)]
+        elif isinstance(value, dict):
+            parts += [flag, json.dumps(value)]
+        else:
+            parts += [flag, str(value)]
+    return shlex.join(parts)

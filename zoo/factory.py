@@ -125,7 +125,7 @@ def create(
     model = build_checked(registry, variant.family, args, input_cfg, weights, num_classes=num_classes,
                           img_size=img_size, overrides=overrides, name=variant.name, tag=tag)
     if pretrained:
-        model.zoo_config["weights"].update(license=weight.license, metrics=weight.metrics)
+        model.zoo_config["weights"].update(license=weight.license, metrics=weight.metrics, base_model=weight.hf_hub_id)
     return model
 
 
@@ -252,7 +252,7 @@ def load_saved(ref: PathLike, num_classes: Optional[int] = None, img_size: Optio
                               overrides=overrides, name=name, tag=tag)
     except ValueError as e:  # the builder's or the size check's: name the config that asked for it
         raise e if isinstance(e, WeightsError) else RepoConfigError(f"{what}: {e}") from None
-    meta = origins.saved_metadata(config, fmt, source)
+    meta = dict(origins.saved_metadata(config, fmt, source), base_model=source.repo_id or config.get("base_model"))
     labels = meta.pop("label_names")
     model.zoo_config["weights"].update(meta)
     if labels is not None and len(labels) == getattr(model, "num_classes", -1):  # a new head has none

@@ -32,7 +32,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Subset
 
 from ..factory import create, save_pretrained
-from ..config import setting
+from ..config import command_line, setting
 from ..data import eval_transform, finetune_splits, resolve_workers
 from ..common.metrics import ClassificationMeter, per_class_report
 from ..common.distributed import DistInfo
@@ -177,7 +177,7 @@ class Validation(Callback):
             self.best_confusion = confusion
             self.epochs_without_improvement = 0
             if trainer.dist.is_main:
-                save_best(model, Path(self.cfg.out) / "best", self.classes, top1)
+                save_best(model, Path(self.cfg.out) / "best", self.classes, training_record(self.cfg, {"val_top1": top1}))
         else:
             self.epochs_without_improvement += 1
             if self.cfg.patience is not None and self.epochs_without_improvement >= self.cfg.patience:
@@ -211,19 +211,29 @@ class Validation(Callback):
             self.ema.module.load_state_dict(state["ema"])
 
 
-def save_best(model: nn.Module, out_dir: Path, classes, top1: float) -> Path:
-    """`zoo.save_pretrained` into a temporary folder, then swapped into place (never half-written)."""
+def training_record(cfg: "FinetuneConfig", results: dict) -> dict:
+    """What the model card says of the run (`zoo.weights.card`): the data, the hyper-parameters, the
+    command that reproduces it, and the results it measured (%, rounded to 4 places)."""
+    keys = ("epochs", "batch_size", "accum_iter", "blr", "lr", "min_lr", "weight_decay", "layer_decay", "warmup_epochs",
+            "drop_path", "smoothing", "mixup", "cutmix", "rand_aug", "ema_decay", "precision", "seed")
+    return {"dataset": cfg.data, "hyperparameters": {k: getattr(cfg, k) for k in keys if hasattr(cfg, k)},
+            "command": command_line("zoo finetune", cfg), "results": {k: round(float(v), 4) for k, v in results.items()}}
+
+
+def save_best(model: nn.Module, out_dir: Path, classes, training: dict) -> Path:
+    """`zoo.save_pretrained` into a temporary folder, then swapped into place (never half-written); the
+    card records `training` (`training_record`)."""
     import logging
 
     tmp = out_dir.with_name(f".{out_dir.name}.tmp-{os.getpid()}")
     if tmp.exists():
         shutil.rmtree(tmp)
-    model.zoo_config = {**model.zoo_config, "label_names": list(classes)}
+    model.zoo_config = {**model.zoo_config, "label_names": list(classes), "training": training}
     weights_log = logging.getLogger("zoo.weights")
     level = weights_log.level
     weights_log.setLevel(logging.WARNING)  # its "saved to <temporary folder>" line would mislead
     try:
-        save_pretrained(model, tmp, metrics={"val_top1": round(top1, 4)})
+        save_pretrained(model, tmp)
     finally:
         weights_log.setLevel(level)
     old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
@@ -334,6 +344,8 @@ def _finetune(cfg: FinetuneConfig, resume: Optional[Path], dist: DistInfo) -> di
                                   title=f"test, best model (top-1 {summary['test']['test_top1']:.2f}%)")
             report = dict(per_class_report(confusion, classes), split="test")
             (Path(cfg.out) / "classification_report_test.json").write_text(json.dumps(report, indent=2) + "\n")
+            results = {"val_top1": validation.best["top1"], **{k: summary["test"][k] for k in ("test_top1", "test_top5")}}
+            save_best(best, Path(cfg.out) / "best", classes, training_record(cfg, results))  # the card gets the test
     if dist.is_main:
         summary["best_dir"] = str(Path(cfg.out) / "best")
         (Path(cfg.out) / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")

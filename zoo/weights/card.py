@@ -1,10 +1,9 @@
 """The model card (README.md) written beside saved weights, in the Hugging Face Hub's format."""
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
-
-import yaml
 
 from ..version import __version__
 
@@ -36,18 +35,33 @@ def input_sizes(model: Any) -> Optional[str]:
 def model_card(cfg: Mapping[str, Any], args: Mapping[str, Any], license: Optional[str],
                metrics: Mapping[str, float], format: str, repo_id: Optional[str], save_dir: Path,
                params: Optional[int], macs: Optional[int], sizes: Optional[str] = None) -> str:
-    """The README.md of a saved model: YAML front matter the Hub reads (library, license, tags, pipeline),
-    a table (family, architecture, weights, parameters, GMACs, input, input sizes taken (`sizes`, from
-    `input_sizes`), classes, labels, reported metrics, source) and a usage snippet for zoo or timm.
+    """The README.md of a saved model, written with huggingface_hub's `ModelCard` / `ModelCardData` so
+    that the Hub parses it: metadata (library_name, license, tags, pipeline_tag: classification or
+    feature extraction, base_model: the Hub repo the weights were loaded from, datasets, and a
+    model-index with the results a training run measured: `cfg["training"]["results"]`, e.g.
+    {"test_top1": 91.2}), then a table (family, architecture, weights, parameters, GMACs, input, input
+    sizes taken (`sizes`), classes, labels, published metrics (`metrics`), measured results, source),
+    the training hyper-parameters and command (`cfg["training"]`), and a usage snippet.
     `params` / `macs` may be None (shown as ?)."""
+    from huggingface_hub import EvalResult, ModelCardData
+
     family, name, tag = cfg["family"], cfg.get("name"), cfg.get("tag")
     title = (f"{name}.{tag}" if tag else name) or f"{family} model"
     num_classes = args.get("num_classes", 0)
     pipeline = "image-classification" if num_classes else "image-feature-extraction"
     library = format if format in ("timm", "transformers") else "zoo"
-    front = {"library_name": library, "license": license or "other",
-             "tags": ["image-classification", family, "zoo"] + ([library] if library != "zoo" else []),
-             "pipeline_tag": pipeline}
+    training = cfg.get("training") or {}
+    dataset = training.get("dataset")
+    hub_dataset = dataset if isinstance(dataset, str) and re.fullmatch(r"[\w.-]+/[\w.-]+", dataset) else None
+    results = [EvalResult(task_type=pipeline, dataset_type=hub_dataset or str(dataset), dataset_name=str(dataset),
+                          dataset_split=key.split("_")[0], metric_type="accuracy", metric_name=key.replace("_", " "),
+                          metric_value=round(float(value), 4))
+               for key, value in (training.get("results") or {}).items()] if dataset else None
+    data = ModelCardData(library_name=library, license=license or "other",
+                         tags=["image-classification", family, "zoo"] + ([library] if library != "zoo" else []),
+                         pipeline_tag=pipeline, base_model=(cfg.get("weights") or {}).get("base_model"),
+                         datasets=[hub_dataset] if hub_dataset else None, model_name=title if results else None,
+                         eval_results=results or None)
     inp = cfg["input"]
     size = "x".join(str(s) for s in inp["img_size"])
     rows = [("Family", family), ("Architecture", name or "-"), ("Weights", tag or "-"),
@@ -61,7 +75,9 @@ def model_card(cfg: Mapping[str, Any], args: Mapping[str, Any], license: Optiona
     if labels:
         rows.append(("Labels", ", ".join(str(x) for x in labels[:20]) + (f", ... ({len(labels)} in all)"
                                                                             if len(labels) > 20 else "")))
-    rows += [(f"{k} (reported)", f"{v:.1f}") for k, v in metrics.items()]
+    rows += [(f"{k} (published)", f"{v:.1f}") for k, v in metrics.items()]
+    rows += [(f"{k.replace('_', ' ')} (this run, {dataset})", f"{v:.2f}") for k, v in
+             (training.get("results") or {}).items()]
     source = (cfg.get("weights") or {}).get("source")
     if source:
         rows.append(("Loaded from", f"`{source}`"))
@@ -81,9 +97,13 @@ def model_card(cfg: Mapping[str, Any], args: Mapping[str, Any], license: Optiona
         usage += ("\nlogits = model(images)  # images: (B, 3, H, W), normalised as above" if num_classes else
                   "\nfeatures = model(images)  # (B, D); model.forward_features(images) gives every token")
     table = "\n".join(f"| {k} | {v} |" for k, v in rows)
-    return (f"---\n{yaml.safe_dump(front, sort_keys=False)}---\n\n# {title}\n\n"
-            f"A {family} model saved with zoo {__version__}.\n\n| | |\n|---|---|\n{table}\n\n"
+    body = (f"# {title}\n\nA {family} model saved with zoo {__version__}.\n\n| | |\n|---|---|\n{table}\n\n"
             f"## Usage\n\n```python\n{usage}\n```\n")
+    if training.get("hyperparameters") or training.get("command"):
+        hyper = "\n".join(f"- {k}: `{v}`" for k, v in (training.get("hyperparameters") or {}).items())
+        body += ("\n## Training\n\n" + (f"```\n{training['command']}\n```\n\n" if training.get("command") else "")
+                 + (f"{hyper}\n" if hyper else ""))
+    return f"---\n{data.to_yaml()}\n---\n\n{body}"
 
 
 def _nums(values: Sequence[float]) -> str:

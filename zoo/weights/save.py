@@ -66,8 +66,10 @@ def save_pretrained(model: nn.Module, save_dir: PathLike, family: Family, full_a
             "variant": cfg.get("name"), "tag": cfg.get("tag"),
             "num_classes": getattr(model, "num_classes", args.get("num_classes")),
             "args": args, "input": cfg["input"], "license": license, "metrics": dict(metrics),
-            "source": loaded.get("source"),
+            "source": loaded.get("source"), "base_model": loaded.get("base_model"),
         }
+        if cfg.get("training"):  # what a training run measured, how it was run (zoo finetune)
+            config["training"] = cfg["training"]
         if cfg.get("label_names"):
             config["label_names"] = list(cfg["label_names"])
         (save_dir / CONFIG_NAME).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
