@@ -274,3 +274,29 @@ def test_transforms_for_is_timms_eval_recipe():
     assert (ours - theirs).abs().mean() < 0.02
     with pytest.raises(ValueError, match="has no zoo_config"):
         zoo.transforms_for(torch.nn.Linear(2, 2))
+
+
+def test_timm_flag_names_optimizers_and_schedules():
+    """timm's train.py names work as aliases, and --opt / --sched choose among timm's optimizers and
+    schedules (timm's own factories build them)."""
+    from zoo.cli import build_parser
+    from zoo.config import resolve
+    from zoo.training.finetune import FinetuneConfig, optimizer_and_schedule
+
+    args = build_parser().parse_args(["finetune", "--grad-accum-steps", "4", "--model-ema-decay", "0.999", "--aa",
+                                      "rand-m7-mstd0.5", "--amp", "--amp-dtype", "bfloat16", "--opt", "lamb",
+                                      "--sched", "step"])
+    cfg = resolve(FinetuneConfig, args, [])
+    assert (cfg.accum_iter, cfg.ema_decay, cfg.rand_aug, cfg.precision, cfg.opt, cfg.sched) == \
+        (4, 0.999, "rand-m7-mstd0.5", "bf16", "lamb", "step")
+    model = zoo.create("vit_tiny_patch16_224", depth=1, img_size=32, patch_size=8, num_classes=3)
+    for opt, sched, kinds in [("sgd", "cosine", ("SGD", "CosineLRScheduler")),
+                              ("lamb", "step", ("Lamb", "StepLRScheduler")),
+                              ("adamw", "poly", ("AdamW", "PolyLRScheduler"))]:
+        cfg = FinetuneConfig(opt=opt, sched=sched, epochs=4, warmup_epochs=1, accum_iter=1)
+        optimizer, scheduler = optimizer_and_schedule(model, cfg, 1e-3, batches_per_epoch=10)
+        assert (type(optimizer).__name__, type(scheduler).__name__) == kinds
+        scheduler.step_update(5)
+        assert 0 < optimizer.param_groups[0]["lr"] <= 1e-3  # warming up, per update
+    with pytest.raises(ValueError, match="--opt 'adamx'"):
+        optimizer_and_schedule(model, FinetuneConfig(opt="adamx"), 1e-3, 10)

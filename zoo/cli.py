@@ -295,7 +295,7 @@ def _add_job(sub, name: str, settings_cls, func, help: str, description: str, re
         p.add_argument("--resume", type=Path, metavar="RUN_DIR|auto",
                        help="continue this run from its latest checkpoint, with its config.yaml (flags override); "
                             "'auto': resume --out if it holds a checkpoint, else start afresh there")
-    add_arguments(p, settings_cls)
+    add_arguments(p, settings_cls, amp_aliases=resumable)  # the training commands also take timm's --amp
     p.set_defaults(func=func)
     return p
 

@@ -32,8 +32,16 @@ def _base_type(tp: Any) -> Any:
     return args[0] if typing.get_origin(tp) is typing.Union and len(args) == 1 else tp
 
 
-def add_arguments(parser: argparse.ArgumentParser, cls: type, skip: tuple = ()) -> None:
-    """One flag per dataclass field; defaults are left unset so `resolve` knows what was given."""
+def add_arguments(parser: argparse.ArgumentParser, cls: type, skip: tuple = (), amp_aliases: bool = False) -> None:
+    """One flag per dataclass field; defaults are left unset so `resolve` knows what was given. A field's
+    `aliases` metadata adds timm's names for it; `amp_aliases` adds timm's `--amp` / `--amp-dtype` for a
+    `precision` field."""
+    if amp_aliases and "precision" in {f.name for f in dataclasses.fields(cls)}:
+        parser.add_argument("--amp", dest="precision", action="store_const", const="fp16", default=argparse.SUPPRESS,
+                            help="timm's name: mixed precision, as --precision fp16 (with --amp-dtype bfloat16: bf16)")
+        parser.add_argument("--amp-dtype", dest="precision", default=argparse.SUPPRESS, choices=("fp16", "bf16"),
+                            type=lambda s: {"float16": "fp16", "bfloat16": "bf16"}.get(s, s),
+                            help="timm's name: float16 or bfloat16, with --amp")
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
         if f.name in skip:
@@ -43,21 +51,25 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type, skip: tuple = ()) 
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
         help_text = f"{f.metadata.get('help', '')} (default: {default})"
         kwargs: Dict[str, Any] = {"default": argparse.SUPPRESS, "help": help_text, "dest": f.name}
+        if f.metadata.get("aliases"):
+            help_text = f"{help_text}; also {', '.join(f.metadata['aliases'])} (timm's name)"
+            kwargs["help"] = help_text
         for key in ("choices", "nargs", "const"):
             if key in f.metadata:
                 kwargs[key] = f.metadata[key]
+        flags = (flag, *f.metadata.get("aliases", ()))  # aliases: the names timm's train.py uses
         if tp is bool and f.name.startswith("no_"):  # --no-cache: no --no-no-cache twin
-            parser.add_argument(flag, action="store_true", **kwargs)
+            parser.add_argument(*flags, action="store_true", **kwargs)
         elif tp is bool:
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, **kwargs)
+            parser.add_argument(*flags, action=argparse.BooleanOptionalAction, **kwargs)
         elif typing.get_origin(tp) is dict:
-            parser.add_argument(flag, type=_yaml_mapping, metavar="YAML", **kwargs)
+            parser.add_argument(*flags, type=_yaml_mapping, metavar="YAML", **kwargs)
         elif typing.get_origin(tp) in (tuple, list):
             item = typing.get_args(tp)[0]
             n = len(typing.get_args(tp)) if typing.get_origin(tp) is tuple and ... not in typing.get_args(tp) else "+"
-            parser.add_argument(flag, type=item, nargs=n, metavar=f.name.upper(), **kwargs)
+            parser.add_argument(*flags, type=item, nargs=n, metavar=f.name.upper(), **kwargs)
         else:
-            parser.add_argument(flag, type=tp if tp in (int, float, Path) else str, **kwargs)
+            parser.add_argument(*flags, type=tp if tp in (int, float, Path) else str, **kwargs)
 
 
 def _yaml_mapping(text: str) -> Dict[str, Any]:

@@ -56,7 +56,7 @@ class FinetuneConfig:
                                                "model's", choices=("token", "avg"))
     epochs: int = setting(30, "epochs in the whole run")
     batch_size: int = setting(64, "images per process per step")
-    accum_iter: int = setting(1, "gradient accumulation steps per optimizer update")
+    accum_iter: int = setting(1, "gradient accumulation steps per optimizer update", aliases=("--grad-accum-steps",))
     blr: float = setting(5e-4, "base learning rate; lr = blr * effective batch / 256")
     lr: Optional[float] = setting(None, "absolute learning rate; overrides --blr")
     min_lr: float = setting(1e-6, "learning rate at the end of the cosine")
@@ -69,12 +69,18 @@ class FinetuneConfig:
     mixup: float = setting(0.8, "Mixup alpha (0 = off)")
     cutmix: float = setting(1.0, "CutMix alpha (0 = off)")
     mixup_prob: float = setting(1.0, "probability of applying Mixup or CutMix to a batch")
-    rand_aug: str = setting("rand-m9-mstd0.5-inc1", "timm RandAugment policy ('' = off)")
+    rand_aug: str = setting("rand-m9-mstd0.5-inc1", "timm RandAugment policy ('' = off)", aliases=("--aa",))
+    opt: str = setting("adamw", "optimizer by timm.optim.create_optimizer_v2's name: adamw, sgd, momentum, lamb, "
+                                "lars, adan, ... (weight decay and layer decay as set here)")
+    momentum: float = setting(0.9, "momentum of sgd / momentum / lars / ... (--opt)")
+    sched: str = setting("cosine", "learning-rate schedule, per optimizer update: cosine (warmup + cosine), or any "
+                                   "of timm.scheduler.create_scheduler_v2's names: step, multistep, plateau, poly, tanh, ...")
     crop_scale: Tuple[float, float] = setting((0.08, 1.0), "RandomResizedCrop area range")
     hflip: float = setting(0.5, "horizontal flip probability")
     reprob: float = setting(0.25, "random erasing probability")
     clip_grad: Optional[float] = setting(1.0, "clip the gradient norm to this value (none: no clipping)")
-    ema_decay: float = setting(0.9999, "EMA of the weights, evaluated beside them (0 = off)")
+    ema_decay: float = setting(0.9999, "EMA of the weights, evaluated beside them (0 = off)",
+                               aliases=("--model-ema-decay",))
     grad_checkpointing: bool = setting(False, "recompute activations in backward (less memory)")
     patience: Optional[int] = setting(None, "stop after this many epochs without a better val top-1")
     holdout_fraction: float = setting(0.1, "for digits: part of train held out as the val split")
@@ -94,6 +100,30 @@ class FinetuneConfig:
     workers: Optional[int] = setting(None, "data-loading worker processes per training process (default: CPUs - 1, at most 8, for image files; 0 for digits)")
     device: str = setting("auto", "auto, cpu, cuda or cuda:N")
     progress: bool = setting(True, "show a progress bar")
+
+
+def optimizer_and_schedule(model: nn.Module, cfg: "FinetuneConfig", lr: float, batches_per_epoch: int):
+    """The optimizer (`cfg.opt`, by timm's `create_optimizer_v2`; AdamW is the recipe) over
+    `optimizer_groups`, and the schedule (`cfg.sched`: zoo's warmup + cosine, else timm's
+    `create_scheduler_v2` stepped per update, warmup rounded to whole epochs). Raises ValueError for
+    names timm does not know."""
+    from timm.optim import create_optimizer_v2
+    from timm.scheduler import create_scheduler_v2
+
+    groups = optimizer_groups(model, cfg.weight_decay, cfg.layer_decay)
+    try:
+        optimizer = create_optimizer_v2(groups, opt=cfg.opt, lr=lr, momentum=cfg.momentum)
+    except (AssertionError, ValueError) as e:
+        raise ValueError(f"--opt {cfg.opt!r}: timm does not make this optimizer ({e}); e.g. adamw, sgd, lamb") from None
+    if cfg.sched == "cosine":
+        return optimizer, warmup_cosine(optimizer, cfg, batches_per_epoch)
+    updates = -(-batches_per_epoch // cfg.accum_iter)
+    scheduler, _ = create_scheduler_v2(optimizer, sched=cfg.sched, num_epochs=cfg.epochs, min_lr=cfg.min_lr,
+                                       warmup_lr=0.0, warmup_epochs=int(round(cfg.warmup_epochs)), warmup_prefix=True,
+                                       step_on_epochs=False, updates_per_epoch=updates)
+    if scheduler is None:
+        raise ValueError(f"--sched {cfg.sched!r}: timm has no such schedule; e.g. cosine, step, multistep, poly, tanh")
+    return optimizer, scheduler
 
 
 def optimizer_groups(model: nn.Module, weight_decay: float, layer_decay: float) -> list:
@@ -299,8 +329,7 @@ def _finetune(cfg: FinetuneConfig, resume: Optional[Path], dist: DistInfo) -> di
                             num_workers=resolve_workers(cfg.workers, splits["val"]))
 
     lr, eff_batch = scaled_lr(cfg, dist)
-    optimizer = torch.optim.AdamW(optimizer_groups(model, cfg.weight_decay, cfg.layer_decay), lr=lr)
-    scheduler = warmup_cosine(optimizer, cfg, len(loader))
+    optimizer, scheduler = optimizer_and_schedule(model, cfg, lr, len(loader))
 
     mixup = Mixup(mixup_alpha=cfg.mixup, cutmix_alpha=cfg.cutmix, prob=cfg.mixup_prob, label_smoothing=cfg.smoothing,
                   num_classes=len(classes)) if use_mixup else None
