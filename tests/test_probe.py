@@ -217,3 +217,38 @@ def test_a_random_backbone_is_flagged_loudly_and_published_numbers_shown(tmp_pat
     assert weights == "pretrained lvd142m" and published == {"linear": 81.1, "knn": 79.0}
     assert backbone_line({"backbone_weights": weights, "published": published}, "linear").endswith(
         "published ImageNet-1k linear: 81.1% (the registry's tag)")
+
+
+def test_probe_and_knn_under_torchrun_equal_one_process(tmp_path):
+    """2 gloo processes share the feature extraction (gathered once): the features and the results
+    equal one process's."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from safetensors.torch import load_file
+    from zoo.cli import main
+
+    backbone = zoo.create("vit_tiny_patch16_224", depth=1, img_size=32, patch_size=8, num_classes=0)
+    zoo.save_pretrained(randomize_(backbone), tmp_path / "backbone")
+    common = ["--model", str(tmp_path / "backbone"), "--data", "digits", "--iterations", "40", "--no-progress",
+              "--workers", "0", "--extract-batch-size", "4096"]
+    assert main(["linear-probe", *common, "--out", str(tmp_path / "one"), "--cache-dir", str(tmp_path / "c1")]) == 0
+    torchrun = Path(sys.executable).with_name("torchrun")
+    for command, out in (("linear-probe", "two"), ("knn", "knn-two")):
+        extra = [] if command == "knn" else ["--iterations", "40"]
+        args = [a for a in common if a not in ("--iterations", "40")] + extra
+        proc = subprocess.run([str(torchrun), "--standalone", "--nproc_per_node", "2", "-m", "zoo", command, *args,
+                               "--out", str(tmp_path / out), "--cache-dir", str(tmp_path / f"c-{out}")],
+                              capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=600)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        assert proc.stdout.count("results:") == 1  # the main process reports
+    one = json.loads((tmp_path / "one" / "results.json").read_text())
+    two = json.loads((tmp_path / "two" / "results.json").read_text())
+    for split in ("train", "eval"):
+        a = load_file(str(next((tmp_path / "c1").glob(f"*-{split}.safetensors"))))
+        b = load_file(str(next((tmp_path / "c-two").glob(f"*-{split}.safetensors"))))
+        assert torch.equal(a["labels"], b["labels"]) and max_diff(a["summaries"], b["summaries"]) < 1e-5
+    assert abs(one["chosen"]["test_top1"] - two["chosen"]["test_top1"]) <= 100 / 360 + 1e-9  # at most one image
+    assert json.loads((tmp_path / "knn-two" / "results.json").read_text())["k"] > 0

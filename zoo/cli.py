@@ -186,18 +186,12 @@ def cmd_pretrain_mae(args: argparse.Namespace) -> int:
 
 
 def cmd_linear_probe(args: argparse.Namespace) -> int:
-    from .eval.linear_probe import ProbeConfig, linear_probe
-    from .eval.prepare import backbone_line
+    from .eval.linear_probe import ProbeConfig, linear_probe, summary_text
 
     cfg = _settings(ProbeConfig, args)
     r = linear_probe(cfg)
-    c = r["chosen"]
-    print(f"\nchosen on held-out train ({r['holdout_size']} images): n_blocks={c['n_blocks']} "
-          f"avgpool={c['avgpool']} lr={c['lr']:g} (val top-1 {c['val_top1']:.2f}%)")
-    print(f"{r['eval_split']} top-1 {c['test_top1']:.2f}%  top-5 {c['test_top5']:.2f}%  "
-          f"({r['test_size']} images; features {r['feature_cache']}, {r['seconds']['total']:.1f} s)")
-    print(backbone_line(r, "linear"))
-    print(f"results: {Path(cfg.out) / 'results.json'}")
+    if r:  # under torchrun only the main process has results to report
+        print(summary_text(r, cfg.out))
     return 0
 
 
@@ -207,6 +201,8 @@ def cmd_knn(args: argparse.Namespace) -> int:
 
     cfg = _settings(KnnConfig, args)
     r = knn(cfg)
+    if not r:
+        return 0
     print(f"\nk={r['k']} (chosen on held-out train): {r['eval_split']} top-1 {r['test_top1']:.2f}%  "
           f"top-5 {r['test_top5']:.2f}%  (features {r['feature_cache']})")
     print(backbone_line(r, "knn"))

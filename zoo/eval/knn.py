@@ -18,9 +18,8 @@ import torch.nn.functional as F
 
 from ..config import setting, to_dict
 from ..data import stratified_holdout
-from ..common.distributed import resolve_device
 from .linear_probe import SealedLabels
-from .prepare import FeatureSettings, prepare_features
+from .prepare import FeatureSettings, eval_processes, prepare_features
 
 
 @dataclass
@@ -55,7 +54,10 @@ def _accuracy(scores: torch.Tensor, labels: torch.Tensor) -> Tuple[float, float]
 def knn(cfg: KnnConfig, backbone=None) -> dict:
     """kNN evaluation; `backbone` evaluates an in-memory model instead of loading `cfg.model`."""
     t0 = time.perf_counter()
-    prep = prepare_features(cfg, resolve_device(cfg.device), backbone)
+    with eval_processes(cfg.device) as info:  # under torchrun: extraction shared, the rest on the main process
+        prep = prepare_features(cfg, info.device, backbone, info)
+        if not info.is_main:
+            return {}
     num_classes = len(prep.classes)
     train = F.normalize(prep.train.assemble(1, False), dim=1)
     test = F.normalize(prep.eval.assemble(1, False), dim=1)

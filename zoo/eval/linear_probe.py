@@ -40,10 +40,9 @@ from torch import nn
 
 from ..config import setting, to_dict
 from ..layers.linear import linear
-from ..common.distributed import resolve_device
 from ..common.plots import plot_lines
 from .features import FeatureSet
-from .prepare import FeatureSettings, prepare_features
+from .prepare import FeatureSettings, backbone_line, eval_processes, prepare_features
 
 LEARNING_RATES = (1e-5, 2e-5, 5e-5, 1e-4, 2e-4, 5e-4, 1e-3, 2e-3, 5e-3, 1e-2, 2e-2, 5e-2, 1e-1)
 MAE_LEARNING_RATES = (1e-3, 2e-3, 5e-3, 1e-2, 2e-2, 5e-2, 1e-1, 2e-1, 5e-1, 1.0, 2.0, 5.0, 10.0)
@@ -234,10 +233,27 @@ def choose_head(val_scores: torch.Tensor) -> Tuple[int, int]:
 def linear_probe(cfg: ProbeConfig, backbone: Optional[nn.Module] = None) -> dict:
     """Extract (or load cached) features, train the heads, choose on held-out train, test once.
 
-    `backbone` probes an in-memory model (built with zoo.create) instead of loading `cfg.model`."""
-    device = resolve_device(cfg.device)
-    t0 = time.perf_counter()
-    prep = prepare_features(cfg, device, backbone)
+    `backbone` probes an in-memory model (built with zoo.create) instead of loading `cfg.model`.
+    Under torchrun every process extracts a share of the features (gathered once); the main process
+    trains and tests the heads, writes the outputs and returns the results ({} elsewhere)."""
+    with eval_processes(cfg.device) as info:
+        t0 = time.perf_counter()
+        prep = prepare_features(cfg, info.device, backbone, info)
+        return _probe(cfg, prep, t0) if info.is_main else {}
+
+
+def summary_text(r: dict, out: Path) -> str:
+    """What `zoo linear-probe` prints of `linear_probe`'s results."""
+    c = r["chosen"]
+    return (f"\nchosen on held-out train ({r['holdout_size']} images): n_blocks={c['n_blocks']} "
+            f"avgpool={c['avgpool']} lr={c['lr']:g} (val top-1 {c['val_top1']:.2f}%)\n"
+            f"{r['eval_split']} top-1 {c['test_top1']:.2f}%  top-5 {c['test_top5']:.2f}%  "
+            f"({r['test_size']} images; features {r['feature_cache']}, {r['seconds']['total']:.1f} s)\n"
+            f"{backbone_line(r, 'linear')}\nresults: {Path(out) / 'results.json'}")
+
+
+def _probe(cfg: ProbeConfig, prep, t0: float) -> dict:
+    """`linear_probe` once the features are there."""
     t_features = time.perf_counter() - t0
     train, test, classes = prep.train, prep.eval, prep.classes
     sealed = SealedLabels(test.labels)

@@ -4,12 +4,14 @@ from __future__ import annotations
 import sys
 import time
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, Iterator, List, Optional
 
 import torch
 
+from ..common.distributed import DistInfo, all_gather_objects, cleanup_distributed, init_distributed
 from ..factory import create, is_repo_reference
 from ..config import setting
 from ..data import classification_splits, eval_transform, resolve_workers
@@ -105,9 +107,14 @@ def load_backbone(ref: str, pretrained: bool = False, img_size: Optional[int] = 
     return model.eval()
 
 
-def prepare_features(cfg: FeatureSettings, device: torch.device, backbone=None) -> PreparedFeatures:
+def prepare_features(cfg: FeatureSettings, device: torch.device, backbone=None,
+                     dist: Optional[DistInfo] = None) -> PreparedFeatures:
     """Features of the train and eval splits for `cfg` (a ProbeConfig or KnnConfig), from the cache
-    when the same weights, data, transform and options were extracted before."""
+    when the same weights, data, transform and options were extracted before. Under torchrun (`dist`
+    with several processes) every process extracts every world_size-th image, the features are
+    gathered once per split (every process then holds all of them) and the main process writes
+    the cache."""
+    dist = dist if dist is not None else DistInfo(0, 1, 0, device)
     model = backbone if backbone is not None else load_backbone(cfg.model, cfg.pretrained, cfg.img_size)
     model = model.to(device)
     input_cfg = model.zoo_config["input"]
@@ -125,15 +132,46 @@ def prepare_features(cfg: FeatureSettings, device: torch.device, backbone=None) 
     else:
         start = time.perf_counter()
         feats = {
-            "train": extract_features(model, splits.train, splits.train_labels, cfg.extract_batch_size, device,
-                                      cfg.precision, workers, cfg.progress, "features (train)"),
-            "eval": extract_features(model, splits.eval, splits.eval_labels, cfg.extract_batch_size, device,
-                                     cfg.precision, workers, cfg.progress, f"features ({splits.eval_name})"),
+            "train": _extract(model, splits.train, splits.train_labels, cfg, device, workers, dist, "train"),
+            "eval": _extract(model, splits.eval, splits.eval_labels, cfg, device, workers, dist, splits.eval_name),
         }
         extraction = time.perf_counter() - start
-        if not cfg.no_cache:
+        if not cfg.no_cache and dist.is_main:
             for split, p in paths.items():
                 save_features(p, feats[split])
     weights, published = backbone_weights(model)
     return PreparedFeatures(feats["train"], feats["eval"], splits.classes, splits.eval_name, status,
                             cfg.model, input_cfg, extraction if status != "hit" else 0.0, weights, published)
+
+
+@contextmanager
+def eval_processes(device: str) -> Iterator[DistInfo]:
+    """This process's place for an evaluation command: under torchrun it joins the process group (left
+    again at the end) so that feature extraction is shared; alone, a one-process DistInfo."""
+    joined_before = torch.distributed.is_available() and torch.distributed.is_initialized()
+    info = init_distributed(device)
+    try:
+        yield info
+    finally:
+        if info.distributed and not joined_before:
+            cleanup_distributed()
+
+
+def _extract(model, dataset, labels: torch.Tensor, cfg: FeatureSettings, device: torch.device, workers: int,
+             dist: DistInfo, name: str) -> FeatureSet:
+    """`extract_features` over this process's share (every world_size-th image from its rank), then
+    every process's shares gathered and put back in dataset order."""
+    if not dist.distributed:
+        return extract_features(model, dataset, labels, cfg.extract_batch_size, device, cfg.precision, workers,
+                                cfg.progress, f"features ({name})")
+    from torch.utils.data import Subset
+
+    mine = list(range(dist.rank, len(dataset), dist.world_size))
+    part = extract_features(model, Subset(dataset, mine), labels[mine], cfg.extract_batch_size, device,
+                            cfg.precision, workers, cfg.progress and dist.is_main, f"features ({name}, rank 0)")
+    shares = all_gather_objects((part.summaries, part.patch_mean))
+    summaries = torch.empty((len(dataset), *part.summaries.shape[1:]), dtype=part.summaries.dtype)
+    means = torch.empty((len(dataset), *part.patch_mean.shape[1:]), dtype=part.patch_mean.dtype)
+    for rank, (s, m) in enumerate(shares):
+        summaries[rank::dist.world_size], means[rank::dist.world_size] = s, m
+    return FeatureSet(summaries, means, labels.to(torch.int64))
