@@ -6,7 +6,6 @@ import json
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from zoo.data import DataError, classification_splits, finetune_splits, resolve_workers

@@ -227,7 +227,7 @@ def test_predict_folders_patterns_batches_and_files(finetuned, tmp_path, capsys)
     from PIL import Image
     from sklearn.datasets import load_sample_images
 
-    from zoo.predict import find_images, predict
+    from zoo.predict import image_files, predict
 
     photos = tmp_path / "photos"
     (photos / "sub").mkdir(parents=True)
@@ -245,16 +245,28 @@ def test_predict_folders_patterns_batches_and_files(finetuned, tmp_path, capsys)
     lines = [json.loads(line) for line in open(tmp_path / "p.jsonl")]
     assert len(lines) == 2 and len(lines[0]["top_k"]) == 5
     model = zoo.create(str(out / "best")).eval()
-    paths = find_images([photos])
+    paths = image_files([photos])
     one, many = predict(paths, model, batch_size=1, num_workers=0), predict(paths, model, batch_size=4, num_workers=1)
     assert [[label for label, _ in p] for p in one] == [[label for label, _ in p] for p in many]
     assert max(abs(a[1] - b[1]) for p, q in zip(one, many) for a, b in zip(p, q)) < 1e-5
-    crops = predict(paths[:1], model, tta="five-crop", num_workers=0)[0]
-    assert abs(sum(p for _, p in crops) - sum(p for _, p in one[0])) < 0.5  # a distribution, another estimate
+    # TTA is what it says: the mean of the probabilities of the views, computed here by hand
+    from torchvision.transforms import v2
+    from zoo.data import eval_transform
+
+    with Image.open(paths[0]) as im:
+        img = v2.functional.to_dtype(v2.functional.to_image(im.convert("RGB")), torch.float32, scale=True)
+    x = zoo.transforms_for(model)(img)[None]
+    crops5 = eval_transform(model.zoo_config["input"], five_crop=True)(img)  # (5, C, H, W)
+    with torch.no_grad():
+        flip = ((model(x).softmax(1) + model(x.flip(-1)).softmax(1)) / 2)[0]
+        five = model(crops5).softmax(1).mean(0)
+    for tta, expected in (("flip", flip), ("five-crop", five)):
+        got = dict(predict(paths[:1], model, tta=tta, num_workers=0, top_k=10)[0])
+        assert max(abs(got[str(c)] - expected[c].item()) for c in range(10)) < 1e-5, tta
     with pytest.raises(ValueError, match="no such file or folder, and no file matches it as a pattern"):
-        find_images([tmp_path / "nothing*.jpg"])
+        image_files([tmp_path / "nothing*.jpg"])
     assert main(["predict", str(photos), "--model", str(out / "best"), "--out", str(tmp_path / "p.txt")]) == 2
-    assert "write .csv or .jsonl" in capsys.readouterr().err
+    assert "write .csv, or .jsonl / .json (JSON lines)" in capsys.readouterr().err
 
 
 def test_transforms_for_is_timms_eval_recipe():
@@ -289,6 +301,9 @@ def test_timm_flag_names_optimizers_and_schedules():
     cfg = resolve(FinetuneConfig, args, [])
     assert (cfg.accum_iter, cfg.ema_decay, cfg.rand_aug, cfg.precision, cfg.opt, cfg.sched) == \
         (4, 0.999, "rand-m7-mstd0.5", "bf16", "lamb", "step")
+    for flags, precision in ((["--amp-dtype", "bfloat16", "--amp"], "bf16"), (["--amp"], "fp16"),
+                             (["--amp-dtype", "bfloat16"], "fp32")):  # either order; the dtype alone: nothing
+        assert resolve(FinetuneConfig, build_parser().parse_args(["finetune", *flags]), []).precision == precision
     model = zoo.create("vit_tiny_patch16_224", depth=1, img_size=32, patch_size=8, num_classes=3)
     for opt, sched, kinds in [("sgd", "cosine", ("SGD", "CosineLRScheduler")),
                               ("lamb", "step", ("Lamb", "StepLRScheduler")),
@@ -298,5 +313,7 @@ def test_timm_flag_names_optimizers_and_schedules():
         assert (type(optimizer).__name__, type(scheduler).__name__) == kinds
         scheduler.step_update(5)
         assert 0 < optimizer.param_groups[0]["lr"] <= 1e-3  # warming up, per update
+        scheduler.step_update(39)  # the last update of 4 epochs x 10: decayed within the run
+        assert optimizer.param_groups[0]["lr"] < 0.5e-3, (opt, sched)
     with pytest.raises(ValueError, match="--opt 'adamx'"):
         optimizer_and_schedule(model, FinetuneConfig(opt="adamx"), 1e-3, 10)

@@ -124,7 +124,7 @@ def cmd_info(args: argparse.Namespace) -> int:
             metrics = " ".join(f"{k} {v:.1f}" for k, v in w.metrics.items())
             rows.append([f"    {w.tag}" + (" (default)" if i == 0 else ""), w.hf_hub_id, w.license or "?",
                          f"{w.num_classes} classes" if w.num_classes else "no head", metrics])
-        print(_table(rows, ["    tag", "hub repo", "license", "head", "reported"]))
+        print(_table(rows, ["    tag", "hub repo", "license", "head", "published (ImageNet-1k, %)"]))
     else:
         print("  weights      none (architecture only)")
     return 0
@@ -237,11 +237,11 @@ def cmd_finetune(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from .predict import find_images, load_classifier, predict, write_predictions
+    from .predict import image_files, load_classifier, predict, write_predictions
 
     pretrained = True if args.pretrained is True or str(args.pretrained).lower() in ("true", "default") \
         else args.pretrained
-    paths = find_images(args.images)
+    paths = image_files(args.images)
     model = load_classifier(args.model, pretrained)
     results = predict(paths, model, args.top_k, batch_size=args.batch_size, device=args.device,
                       precision=args.precision, tta=args.tta, num_workers=args.workers,
@@ -403,7 +403,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="write into --out even if it holds files")
     p.set_defaults(func=cmd_convert)
 
-    p = sub.add_parser("export", help="save a model with weights as a zoo or timm folder",
+    p = sub.add_parser("export", help="save a model with weights as a zoo, timm or transformers folder",
                        description="Load SRC (a registry name with weights, an hf-hub: repo or a folder) and "
                                    "save it; --format timm writes a folder timm.create_model('local-dir:...') loads.")
     p.add_argument("src", help="NAME[.TAG], hf-hub:ORG/NAME[@REVISION] or a folder")

@@ -37,11 +37,10 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type, skip: tuple = (), 
     `aliases` metadata adds timm's names for it; `amp_aliases` adds timm's `--amp` / `--amp-dtype` for a
     `precision` field."""
     if amp_aliases and "precision" in {f.name for f in dataclasses.fields(cls)}:
-        parser.add_argument("--amp", dest="precision", action="store_const", const="fp16", default=argparse.SUPPRESS,
+        parser.add_argument("--amp", nargs=0, action=_Amp, default=argparse.SUPPRESS,
                             help="timm's name: mixed precision, as --precision fp16 (with --amp-dtype bfloat16: bf16)")
-        parser.add_argument("--amp-dtype", dest="precision", default=argparse.SUPPRESS, choices=("fp16", "bf16"),
-                            type=lambda s: {"float16": "fp16", "bfloat16": "bf16"}.get(s, s),
-                            help="timm's name: float16 or bfloat16, with --amp")
+        parser.add_argument("--amp-dtype", action=_Amp, choices=("float16", "bfloat16"), default=argparse.SUPPRESS,
+                            help="timm's name: the --amp dtype (float16 or bfloat16); alone it changes nothing")
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
         if f.name in skip:
@@ -49,7 +48,9 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type, skip: tuple = (), 
         flag = "--" + f.name.replace("_", "-")
         tp = _base_type(hints[f.name])
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
-        help_text = f"{f.metadata.get('help', '')} (default: {default})"
+        help_text = f.metadata.get("help", "")
+        if "default:" not in help_text:  # a help that explains its default keeps its own words
+            help_text = f"{help_text} (default: {default})"
         kwargs: Dict[str, Any] = {"default": argparse.SUPPRESS, "help": help_text, "dest": f.name}
         if f.metadata.get("aliases"):
             help_text = f"{help_text}; also {', '.join(f.metadata['aliases'])} (timm's name)"
@@ -70,6 +71,19 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type, skip: tuple = (), 
             parser.add_argument(*flags, type=item, nargs=n, metavar=f.name.upper(), **kwargs)
         else:
             parser.add_argument(*flags, type=tp if tp in (int, float, Path) else str, **kwargs)
+
+
+class _Amp(argparse.Action):
+    """timm's --amp / --amp-dtype, in either order: --amp sets precision fp16, or bf16 when --amp-dtype
+    bfloat16 is given too; --amp-dtype alone changes nothing."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        if option_string == "--amp-dtype":
+            namespace._amp_dtype = values
+        else:
+            namespace._amp = True
+        if getattr(namespace, "_amp", False):
+            namespace.precision = "bf16" if getattr(namespace, "_amp_dtype", "float16") == "bfloat16" else "fp16"
 
 
 def _yaml_mapping(text: str) -> Dict[str, Any]:
@@ -140,7 +154,7 @@ def command_line(command: str, cfg: Any) -> str:
     for f in dataclasses.fields(cfg):
         value = getattr(cfg, f.name)
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
-        if value == default:
+        if value == default or value is None:  # None: the flags cannot say it; the settings file can
             continue
         flag = "--" + f.name.replace("_", "-")
         if isinstance(value, bool):

@@ -125,7 +125,8 @@ def create(
     model = build_checked(registry, variant.family, args, input_cfg, weights, num_classes=num_classes,
                           img_size=img_size, overrides=overrides, name=variant.name, tag=tag)
     if pretrained:
-        model.zoo_config["weights"].update(license=weight.license, metrics=weight.metrics, base_model=weight.hf_hub_id)
+        model.zoo_config["weights"].update(license=weight.license, metrics=weight.metrics, base_model=weight.hf_hub_id,
+                                           registry_tag=weight.tag)
     return model
 
 
@@ -320,7 +321,7 @@ def save_pretrained(model: nn.Module, save_dir: PathLike, format: str = "zoo", l
                     registry: Optional[Registry] = None) -> Path:
     """Write `model` (from `zoo.create`, with the same `registry`) to `save_dir`: model.safetensors,
     config.json and a README.md model card; see `zoo.weights.save.save_pretrained` for the formats
-    ("zoo", "timm"), the defaults of `license` / `metrics` and the errors."""
+    ("zoo", "timm", "transformers"), the defaults of `license` / `metrics` and the errors."""
     registry = registry or REGISTRY
     cfg = save.zoo_config_of(model)
     family = registry.families[cfg["family"]]
@@ -366,7 +367,7 @@ def download(name: str, revision: Optional[str] = None, cache_dir: Optional[Path
         source = Source.parse(name, revision, cache_dir)
         paths = [source.fetch(CONFIG_NAME, force=force), source.fetch(WEIGHTS_NAME, force=force)]
         read_header(paths[1], source.describe(WEIGHTS_NAME), source.hint)
-        return paths + [p for p in [source.fetch_optional("preprocessor_config.json")] if p is not None]
+        return paths + [p for p in map(source.fetch_optional, ("preprocessor_config.json", "README.md")) if p is not None]
     variant, tag = (registry or REGISTRY).resolve(name)
     tag = tag or variant.default_tag
     if tag is None:

@@ -8,6 +8,8 @@ from __future__ import annotations
 import csv
 import glob
 import json
+import re
+import warnings
 from pathlib import Path
 from typing import Callable, List, Optional, Sequence, Tuple, Union
 
@@ -53,13 +55,16 @@ def label_names(model) -> Optional[List[str]]:
 def load_classifier(ref: str, pretrained: Union[bool, str] = False):
     """`zoo.create(ref, pretrained=...)` in eval mode. Raises ValueError for a model without a head."""
     model = create(ref, pretrained=pretrained)  # a saved folder or hf-hub: repo brings its own weights
+    if "weights" not in model.zoo_config:
+        warnings.warn(f"--model {ref} without --pretrained: predicting with RANDOMLY INITIALISED weights; its labels "
+                      f"mean nothing. Pass --pretrained, or a fine-tuned model's folder.", stacklevel=2)
     if not getattr(model, "num_classes", 0):
         raise ValueError(f"--model {ref}: this model has no classifier head (num_classes=0); fine-tune it first "
                          f"(zoo finetune) or use one with a head")
     return model.eval()
 
 
-def find_images(inputs: Sequence[Union[str, Path]]) -> List[Path]:
+def image_files(inputs: Sequence[Union[str, Path]]) -> List[Path]:
     """Image files from `inputs`: files as given, folders searched recursively for image extensions
     (sorted), glob patterns (`**` recurses). Raises ValueError naming an input that matches no image."""
     found: List[Path] = []
@@ -83,8 +88,8 @@ def find_images(inputs: Sequence[Union[str, Path]]) -> List[Path]:
 class _Images(Dataset):
     """Image files -> (model input, or (views, C, H, W) with test-time crops; index)."""
 
-    def __init__(self, paths: Sequence[Path], transform, tta: str) -> None:
-        self.paths, self.transform, self.tta = list(paths), transform, tta
+    def __init__(self, paths: Sequence[Path], transform) -> None:
+        self.paths, self.transform = list(paths), transform
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -98,10 +103,6 @@ class _Images(Dataset):
                 img = v2.functional.to_dtype(v2.functional.to_image(im.convert("RGB")), torch.float32, scale=True)
         except (OSError, ValueError) as e:
             raise ValueError(f"{self.paths[i]}: cannot read it as an image ({e})") from None
-        if self.tta == "five-crop":  # four corners and the centre of the resized image, then normalised
-            resize, center, normalize = self.transform.transforms
-            crops = v2.functional.five_crop(resize(img), list(center.size))
-            return torch.stack([normalize(c) for c in crops]), i
         return self.transform(img), i
 
 
@@ -114,7 +115,8 @@ def predict(images: Sequence[Union[str, Path]], model, top_k: int = 5, batch_siz
     in `precision` ("fp32", "bf16" or "fp16" autocast). `tta`: "none", "flip" (the mean of the
     probabilities of the image and its mirror) or "five-crop" (of the four corner and the centre crops
     of the resized image). `num_workers` loader processes (default: `zoo.data.default_workers()`);
-    `progress` shows a bar. Raises ValueError for an unreadable image (naming it) or a bad argument."""
+    `progress` shows a bar. The model is moved to `device` (and put in eval mode). Raises ValueError
+    for an unreadable image (naming it) or a bad argument."""
     if tta not in TTA_MODES:
         raise ValueError(f"tta must be one of {TTA_MODES}, got {tta!r}")
     if precision not in PRECISIONS:
@@ -123,12 +125,21 @@ def predict(images: Sequence[Union[str, Path]], model, top_k: int = 5, batch_siz
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     device = torch.device(device) if device is not None else next(model.parameters()).device
     model = model.to(device).eval()
-    dataset = _Images(images, transforms_for(model), tta)
+    dataset = _Images(images, eval_transform(model.zoo_config["input"], five_crop=tta == "five-crop"))
     workers = default_workers() if num_workers is None else num_workers
     loader = DataLoader(dataset, batch_size=batch_size, num_workers=min(workers, len(dataset)))
     from tqdm import tqdm
 
-    probs = []
+    try:
+        probs = torch.cat(list(_run(loader, model, device, precision, tta, progress, tqdm)))
+    except ValueError as e:  # from a loader process: keep our message, not the worker's traceback
+        found = re.search(r"(\S+: cannot read it as an image \(.*?\))", str(e))
+        raise ValueError(found.group(1) if found else str(e)) from None
+    return top_k_predictions(probs, label_names(model), top_k)
+
+
+def _run(loader, model, device: torch.device, precision: str, tta: str, progress: bool, tqdm):
+    """(B, classes) probabilities per batch of `loader`, with test-time augmentation `tta`."""
     with torch.autocast(device.type, dtype=PRECISIONS[precision], enabled=precision != "fp32"):
         for x, _ in tqdm(loader, desc="predict", unit="batch", disable=not progress):
             x = x.to(device)
@@ -138,8 +149,7 @@ def predict(images: Sequence[Union[str, Path]], model, top_k: int = 5, batch_siz
                 p = model(x).float().softmax(dim=1)
                 if tta == "flip":
                     p = (p + model(x.flip(-1)).float().softmax(dim=1)) / 2
-            probs.append(p.cpu())
-    return top_k_predictions(torch.cat(probs), label_names(model), top_k)
+            yield p.cpu()
 
 
 def write_predictions(paths: Sequence[Union[str, Path]], predictions: Sequence[Prediction],
@@ -149,7 +159,7 @@ def write_predictions(paths: Sequence[Union[str, Path]], predictions: Sequence[P
     ValueError for another suffix."""
     out = Path(out).expanduser()
     if out.suffix not in (".csv", ".jsonl", ".json"):
-        raise ValueError(f"--out {out}: write .csv or .jsonl (JSON lines)")
+        raise ValueError(f"--out {out}: write .csv, or .jsonl / .json (JSON lines)")
     out.parent.mkdir(parents=True, exist_ok=True)
     with open(out, "w", newline="", encoding="utf-8") as f:
         if out.suffix == ".csv":

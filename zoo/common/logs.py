@@ -6,6 +6,7 @@ when asked for and installed. The training commands choose with `--log-to tensor
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -62,7 +63,8 @@ class RunLog:
             except ImportError:
                 raise ValueError("--log-to wandb needs the wandb package (pip install wandb), or leave wandb out of "
                                  "--log-to") from None
-            self.wandb = wandb.init(project="zoo", dir=str(self.out_dir), config=config or {},
+            run_id = hashlib.sha256(str(self.out_dir.resolve()).encode()).hexdigest()[:16]  # a resume continues it
+            self.wandb = wandb.init(project="zoo", dir=str(self.out_dir), config=config or {}, id=run_id,
                                     name=self.out_dir.name, resume="allow")
         if "tensorboard" in self.targets:
             from torch.utils.tensorboard import SummaryWriter

@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, List, Optional, Sequence, Tuple
+from typing import Callable, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -27,7 +27,7 @@ from torchvision.transforms import InterpolationMode
 from torchvision.transforms import v2
 
 from ..helpers import to_2tuple
-from .files import IMG_EXTENSIONS, DataError, ImageFiles, class_folder, find_images
+from .files import IMG_EXTENSIONS, DataError, ImageFiles, class_folder, files_id, find_images
 
 DIGITS = "digits"
 _INTERPOLATION = {"bicubic": InterpolationMode.BICUBIC, "bilinear": InterpolationMode.BILINEAR,
@@ -112,15 +112,17 @@ def pretrain_transform(input_cfg: dict, crop_scale: Tuple[float, float] = (0.2, 
     return v2.Compose(ops)
 
 
-def eval_transform(input_cfg: dict):
-    """Resize the short side to size / crop_pct, center-crop to size, normalise (timm's eval recipe)."""
+def eval_transform(input_cfg: dict, five_crop: bool = False):
+    """Resize the short side to size / crop_pct, center-crop to size, normalise (timm's eval recipe):
+    (C, H, W) float image -> (C, h, w). With `five_crop`, the four corner crops and the centre one of
+    the resized image instead, (5, C, h, w) (test-time augmentation)."""
     h, w = to_2tuple(input_cfg["img_size"], "img_size")
     scale = math.floor(max(h, w) / input_cfg["crop_pct"])
-    return v2.Compose([
-        v2.Resize(scale, interpolation=_INTERPOLATION[input_cfg["interpolation"]], antialias=True),
-        v2.CenterCrop((h, w)),
-        v2.Normalize(input_cfg["mean"], input_cfg["std"]),
-    ])
+    resize = v2.Resize(scale, interpolation=_INTERPOLATION[input_cfg["interpolation"]], antialias=True)
+    normalize = v2.Normalize(input_cfg["mean"], input_cfg["std"])
+    if five_crop:
+        return v2.Compose([resize, v2.FiveCrop((h, w)), lambda crops: torch.stack([normalize(c) for c in crops])])
+    return v2.Compose([resize, v2.CenterCrop((h, w)), normalize])
 
 
 def denormalize(images: torch.Tensor, input_cfg: dict) -> torch.Tensor:
@@ -171,16 +173,6 @@ class LabeledSplits:
     data_id: str  # identifies the exact files / split, for caches
 
 
-def _files_id(paths: Sequence[Path], root: Path) -> str:
-    import hashlib
-
-    h = hashlib.sha256()
-    for p in paths:
-        st = p.stat()
-        h.update(f"{p.relative_to(root)}:{st.st_size}:{st.st_mtime_ns};".encode())
-    return h.hexdigest()[:24]
-
-
 def classification_splits(data: str, train_transform, eval_transform_, seed: int = 0,
                           eval_split: Optional[str] = None, val_split: bool = False,
                           val_fraction: float = 0.2) -> LabeledSplits:
@@ -194,7 +186,7 @@ def classification_splits(data: str, train_transform, eval_transform_, seed: int
     source = None if data == DIGITS else labeled_data(data, seed, val_fraction)
     if source is not None:
         name = eval_split or ("test" if source["test"] is not None and not val_split else "val")
-        train, ev = source["train"], source[name]
+        train, ev = source["train"], source.get(name)
         if ev is None:
             raise DataError(f"--data {data!r}: it has no {name} split")
         train.transform, ev.transform = train_transform, eval_transform_
@@ -209,7 +201,8 @@ def classification_splits(data: str, train_transform, eval_transform_, seed: int
             f"digits:seed={seed}")
     root = Path(data).expanduser()
     if not (root / "train").is_dir():
-        raise DataError(f"--data {data!r}: expected 'digits', a folder with train/ and val/ or test/ sub-folders "
+        raise DataError(f"--data {data!r}{'' if root.exists() else ' (no such file or folder)'}: expected 'digits', a "
+                        f"folder with train/ and val/ or test/ sub-folders "
                         f"(one folder per class inside each) or with one sub-folder per class (split "
                         f"automatically), a .csv / .jsonl file of path,label rows, or a Hugging Face dataset folder")
     if eval_split is None:
@@ -223,7 +216,7 @@ def classification_splits(data: str, train_transform, eval_transform_, seed: int
         raise DataError(f"{root / eval_split}: classes {unknown[:5]} do not exist in train/")
     remap = {i: classes.index(c) for i, c in enumerate(ev_classes)}  # eval may miss some classes
     ev_labels = [remap[y] for y in ev_labels]
-    data_id = f"folder:{root.resolve()}:{_files_id(tr_paths, root)}:{_files_id(ev_paths, root)}"
+    data_id = f"folder:{root.resolve()}:{files_id(tr_paths, root)}:{files_id(ev_paths, root)}"
     return LabeledSplits(ImageFiles(tr_paths, tr_labels, train_transform, classes),
                          ImageFiles(ev_paths, ev_labels, eval_transform_, classes),
                          torch.tensor(tr_labels), torch.tensor(ev_labels), classes, eval_split, data_id)
@@ -265,8 +258,9 @@ def finetune_splits(data: str, seed: int = 0, holdout_fraction: float = 0.1, val
         return {k: source[k] for k in ("train", "val", "test", "classes")}
     root = Path(data).expanduser()
     if not (root / "train").is_dir() or not (root / "val").is_dir():
-        raise DataError(f"--data {data!r}: expected 'digits', a folder with train/ and val/ (test/ optional) or one "
-                        f"sub-folder per class (split automatically), a .csv / .jsonl file of path,label rows, "
+        missing = "" if root.exists() else " (no such file or folder)"
+        raise DataError(f"--data {data!r}{missing}: expected 'digits', a folder with train/ and val/ (test/ optional) "
+                        f"or one sub-folder per class (split automatically), a .csv / .jsonl file of path,label rows, "
                         f"or a Hugging Face dataset folder")
     paths, labels, classes = class_folder(root / "train")
     out = {"train": ImageFiles(paths, labels, classes=classes), "classes": classes, "test": None}

@@ -59,3 +59,15 @@ def class_folder(root: Path) -> Tuple[List[Path], List[int], List[str]]:
     if not paths:
         raise DataError(f"{root}: the class folders {classes[:5]} hold no images ({', '.join(IMG_EXTENSIONS)})")
     return paths, labels, classes
+
+
+def files_id(paths: Sequence[Path], root: Optional[Path] = None) -> str:
+    """A short hash of these files' names (relative to `root` when given), sizes and modification
+    times: identifies a dataset's exact files, for caches."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for p in paths:
+        st = p.stat()
+        h.update(f"{p.relative_to(root) if root is not None else p}:{st.st_size}:{st.st_mtime_ns};".encode())
+    return h.hexdigest()[:24]

@@ -16,7 +16,6 @@ attribute the commands set, or None when `data` is none of these forms.
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence
@@ -25,7 +24,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from .files import DataError, ImageFiles, class_folder
+from .files import DataError, ImageFiles, class_folder, files_id
 
 SPLIT_NAMES = {"train": "train", "val": "val", "validation": "val", "valid": "val", "test": "test"}
 TABLE_SUFFIXES = (".csv", ".jsonl", ".json")
@@ -90,16 +89,15 @@ def labeled_data(data: str, seed: int = 0, val_fraction: float = 0.2) -> Optiona
         return {"train": ImageFiles([paths[i] for i in train], [labels[i] for i in train], classes=classes),
                 "val": ImageFiles([paths[i] for i in val], [labels[i] for i in val], classes=classes),
                 "test": None, "classes": classes,
-                "data_id": f"folder-split:{path.resolve()}:{_files_id(paths)}:{val_fraction}:{seed}"}
+                "data_id": f"folder-split:{path.resolve()}:{files_id(paths)}:{val_fraction}:{seed}"}
     return None
 
 
-def _files_id(paths: Sequence[Path]) -> str:
-    h = hashlib.sha256()
-    for p in paths:
-        st = p.stat()
-        h.update(f"{p}:{st.st_size}:{st.st_mtime_ns};".encode())
-    return h.hexdigest()[:24]
+def class_order(names) -> List[str]:
+    """Class names in index order: numerically when every name is an integer (0, 1, ..., 10), else
+    alphabetically."""
+    names = list(names)
+    return sorted(names, key=int) if all(n.lstrip("-").isdigit() for n in names) else sorted(names)
 
 
 def _table(path: Path, seed: int, val_fraction: float) -> Dict[str, Any]:
@@ -120,21 +118,21 @@ def _table(path: Path, seed: int, val_fraction: float) -> Dict[str, Any]:
     if missing:
         raise DataError(f"{path}: {len(missing)} listed image(s) do not exist, e.g. {missing[0]} (paths are relative "
                         f"to the file's folder)")
-    classes = sorted({str(r["label"]) for r in rows})
+    classes = class_order({str(r["label"]) for r in rows})
     labels = [classes.index(str(r["label"])) for r in rows]
     if "split" in rows[0]:
         splits = {}
         for name in ("train", "val", "test"):
             idx = [i for i, r in enumerate(rows) if SPLIT_NAMES.get(str(r["split"]).lower()) == name]
             splits[name] = idx
-        unknown = sorted({str(r["split"]) for r in rows} - set(SPLIT_NAMES))
+        unknown = sorted({str(r["split"]) for r in rows if str(r["split"]).lower() not in SPLIT_NAMES})
         if unknown or not splits["train"] or not splits["val"]:
             raise DataError(f"{path}: the split column needs train and val rows (test optional), found "
                             f"{sorted({str(r['split']) for r in rows})}")
     else:
         train, val = stratified_split(labels, val_fraction, seed)
         splits = {"train": train, "val": val, "test": []}
-    out: Dict[str, Any] = {"classes": classes, "data_id": f"table:{path.resolve()}:{_files_id([path] + files)}:"
+    out: Dict[str, Any] = {"classes": classes, "data_id": f"table:{path.resolve()}:{files_id([path] + files)}:"
                                                           f"{val_fraction}:{seed}"}
     for name, idx in splits.items():
         out[name] = ImageFiles([files[i] for i in idx], [labels[i] for i in idx], classes=classes) if idx else None
@@ -167,7 +165,8 @@ def _hf_dataset(path: Path, seed: int, val_fraction: float) -> Dict[str, Any]:
     if not {"image", "label"} <= set(first.column_names):
         raise DataError(f"{path}: expected 'image' and 'label' columns, found {first.column_names}")
     feature = first.features["label"]
-    classes = list(feature.names) if hasattr(feature, "names") else sorted({str(x) for x in first["label"]})
+    classes = list(feature.names) if hasattr(feature, "names") else \
+        class_order({str(x) for part in parts.values() for x in part["label"]})
 
     def labels_of(ds) -> List[int]:
         return list(ds["label"]) if hasattr(feature, "names") else [classes.index(str(x)) for x in ds["label"]]

@@ -1,7 +1,6 @@
 """Backbone + data -> cached train / eval features, shared by `linear-probe` and `knn`."""
 from __future__ import annotations
 
-import sys
 import time
 import warnings
 from contextlib import contextmanager
@@ -53,7 +52,7 @@ class PreparedFeatures:
     backbone_ref: str
     input_cfg: dict
     extraction_seconds: float = 0.0  # forward passes over both splits (0 on a cache hit)
-    weights: str = "loaded"  # "pretrained <tag>", "random init" or "loaded" (a saved model)
+    weights: str = "loaded"  # "pretrained <tag>" (the registry's), "random init" or "loaded" (a saved model)
     published: Dict[str, float] = field(default_factory=dict)  # the weights' published numbers, e.g. {"linear": 84.5}
 
 
@@ -79,23 +78,24 @@ def backbone_weights(model) -> tuple:
     weights = cfg.get("weights")
     if weights is None:
         return "random init", {}
-    tag = cfg.get("tag")
+    tag = weights.get("registry_tag")  # set only when the registry's weights were loaded (zoo.create)
     return (f"pretrained {tag}" if tag else "loaded"), dict(weights.get("metrics") or {})
 
 
-def load_backbone(ref: str, pretrained: bool = False, img_size: Optional[int] = None):
+def load_backbone(ref: str, pretrained: bool = False, img_size: Optional[int] = None, seed: int = 0):
     """A frozen backbone from a registered name[.tag], a saved directory, or hf-hub:org/repo.
 
     An MAE model yields its encoder; heads are dropped (num_classes=0) since only features are used.
     """
     kwargs = {} if img_size is None else {"img_size": img_size}
-    model = create(ref, pretrained=pretrained, **kwargs)  # a saved folder or hf-hub: repo brings its own weights
+    with torch.random.fork_rng():  # a random init is drawn from `seed`: the same backbone every run (and cache hit)
+        torch.manual_seed(seed)
+        model = create(ref, pretrained=pretrained, **kwargs)  # a saved folder or hf-hub: repo brings its own weights
     if not pretrained and not is_repo_reference(ref) and "weights" not in model.zoo_config:
         message = (f"--model {ref} without --pretrained: evaluating a RANDOMLY INITIALISED backbone. Its numbers "
                    f"say nothing about pretraining; pass --pretrained for the registry's weights, or a saved "
                    f"model folder.")
-        warnings.warn(message, RandomBackboneWarning, stacklevel=2)
-        print(f"WARNING: {message}", file=sys.stderr, flush=True)
+        warnings.warn(message, RandomBackboneWarning, stacklevel=2)  # on stderr; the summary repeats it
     if getattr(model, "num_classes", 0) and hasattr(model, "reset_classifier"):
         model.reset_classifier(0)
     if hasattr(model, "encoder") and hasattr(model, "decoder_blocks"):  # an MAE: probe its encoder
@@ -115,7 +115,7 @@ def prepare_features(cfg: FeatureSettings, device: torch.device, backbone=None,
     gathered once per split (every process then holds all of them) and the main process writes
     the cache."""
     dist = dist if dist is not None else DistInfo(0, 1, 0, device)
-    model = backbone if backbone is not None else load_backbone(cfg.model, cfg.pretrained, cfg.img_size)
+    model = backbone if backbone is not None else load_backbone(cfg.model, cfg.pretrained, cfg.img_size, cfg.seed)
     model = model.to(device)
     input_cfg = model.zoo_config["input"]
     splits = classification_splits(cfg.data, eval_transform(input_cfg), eval_transform(input_cfg), seed=cfg.seed,

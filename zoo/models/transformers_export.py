@@ -36,8 +36,9 @@ def _split_qkv(prefix: str, weight: torch.Tensor, bias: torch.Tensor, names=("qu
 def vit_to_transformers(args: Mapping[str, Any], state_dict: StateDict) -> Tuple[Dict[str, Any], StateDict]:
     """A zoo ViT as transformers' ViT (ViTModel / ViTForImageClassification; MAE encoders, whose fixed
     positions load as values, too), DeiT (distilled: DeiTModel / DeiTForImageClassificationWithTeacher),
-    Dinov2 or Dinov2WithRegisters (backbones: Dinov2Model). Raises ConversionError for average pooling,
-    qk-norm, SwiGLU or LayerScale outside DINOv2, or a classifier on a DINOv2 backbone."""
+    Dinov2 or Dinov2WithRegisters (backbones: Dinov2Model; a model with LayerScale or registers is written
+    as one). Raises ConversionError for average pooling, qk-norm, no class token, SwiGLU without
+    LayerScale, or a classifier on a DINOv2 backbone."""
     num_classes, dim = int(args.get("num_classes", 0)), int(args["embed_dim"])
     layer_scale, reg = args.get("init_values") is not None, int(args.get("reg_tokens", 0))
     if args.get("global_pool", "token") != "token" or args.get("fc_norm"):
@@ -76,7 +77,8 @@ def vit_to_transformers(args: Mapping[str, Any], state_dict: StateDict) -> Tuple
                        "ls1.gamma": "layer_scale1.lambda1", "ls2.gamma": "layer_scale2.lambda1"}
             head = next((k for k in renames if rest.startswith(k)), None)
             if head is None:
-                raise ConversionError(f"{key}: no place for it in transformers' {model_type}")
+                raise ConversionError(f"{key}: transformers' {model_type} has no such weight (this model has parts "
+                                      f"transformers' classes lack); save it in zoo's or timm's format instead")
             out[layer + renames[head] + rest[len(head):]] = value
         elif key in ("head.weight", "head.bias"):
             name = "cls_classifier" if model_type == "deit" else "classifier"
@@ -90,7 +92,8 @@ def vit_to_transformers(args: Mapping[str, Any], state_dict: StateDict) -> Tuple
                      "reg_token": "embeddings.register_tokens", "pos_embed": "embeddings.position_embeddings",
                      "norm.weight": "layernorm.weight", "norm.bias": "layernorm.bias"}
             if key not in names:
-                raise ConversionError(f"{key}: no place for it in transformers' {model_type}")
+                raise ConversionError(f"{key}: transformers' {model_type} has no such weight (this model has parts "
+                                      f"transformers' classes lack); save it in zoo's or timm's format instead")
             out[prefix + names[key]] = value
     if args.get("no_embed_class"):  # registers carry no position: transformers keeps a class row; zero it
         pos = out[prefix + "embeddings.position_embeddings"]
@@ -144,7 +147,7 @@ def swin_to_transformers(args: Mapping[str, Any], state_dict: StateDict) -> Tupl
                        "attn.relative_position_bias_table": "attention.self.relative_position_bias_table"}
             head = next((k for k in renames if rest.startswith(k)), None)
             if head is None:
-                raise ConversionError(f"{key}: no place for it in transformers' swin")
+                raise ConversionError(f"{key}: transformers' swin has no such weight; save it in zoo's or timm's format")
             out[block + renames[head] + rest[len(head):]] = value
         elif parts[0] == "layers" and parts[2] == "downsample":
             out[f"{prefix}encoder.layers.{int(parts[1]) - 1}.downsample.{'.'.join(parts[3:])}"] = value
@@ -157,7 +160,7 @@ def swin_to_transformers(args: Mapping[str, Any], state_dict: StateDict) -> Tupl
         elif key.startswith("norm."):
             out[f"{prefix}layernorm.{parts[-1]}"] = value
         else:
-            raise ConversionError(f"{key}: no place for it in transformers' swin")
+            raise ConversionError(f"{key}: transformers' swin has no such weight; save it in zoo's or timm's format")
     window = to_2tuple(args.get("window_size", 7), "window_size")
     if window[0] != window[1]:
         raise ConversionError(f"window_size {window}: transformers' Swin has square windows")

@@ -42,6 +42,10 @@ from ..common.plots import plot_confusion_matrix
 from .setup import run_job, scaled_lr, train_loader, trainer_config, warmup_cosine, write_config
 
 
+# --sched: zoo's warmup + cosine, and timm's schedules that step per optimizer update
+SCHEDULES = ("cosine", "step", "multistep", "poly", "tanh")
+
+
 @dataclass
 class FinetuneConfig:
     model: str = setting("vit_small_patch16_224", "registered name[.tag], a saved model directory (e.g. an MAE "
@@ -73,8 +77,9 @@ class FinetuneConfig:
     opt: str = setting("adamw", "optimizer by timm.optim.create_optimizer_v2's name: adamw, sgd, momentum, lamb, "
                                 "lars, adan, ... (weight decay and layer decay as set here)")
     momentum: float = setting(0.9, "momentum of sgd / momentum / lars / ... (--opt)")
-    sched: str = setting("cosine", "learning-rate schedule, per optimizer update: cosine (warmup + cosine), or any "
-                                   "of timm.scheduler.create_scheduler_v2's names: step, multistep, plateau, poly, tanh, ...")
+    sched: str = setting("cosine", "learning-rate schedule, per optimizer update, warmup included in --epochs: "
+                                   "cosine (zoo's recipe), or timm's step (x0.1 every third of the run), multistep "
+                                   "(x0.1 at 1/2 and 3/4), poly, tanh", choices=SCHEDULES)
     crop_scale: Tuple[float, float] = setting((0.08, 1.0), "RandomResizedCrop area range")
     hflip: float = setting(0.5, "horizontal flip probability")
     reprob: float = setting(0.25, "random erasing probability")
@@ -113,16 +118,19 @@ def optimizer_and_schedule(model: nn.Module, cfg: "FinetuneConfig", lr: float, b
     groups = optimizer_groups(model, cfg.weight_decay, cfg.layer_decay)
     try:
         optimizer = create_optimizer_v2(groups, opt=cfg.opt, lr=lr, momentum=cfg.momentum)
-    except (AssertionError, ValueError) as e:
-        raise ValueError(f"--opt {cfg.opt!r}: timm does not make this optimizer ({e}); e.g. adamw, sgd, lamb") from None
+    except (AssertionError, ValueError, KeyError):
+        raise ValueError(f"--opt {cfg.opt!r}: timm has no optimizer of that name; e.g. adamw, sgd, momentum, lamb, "
+                         f"lars, adan (timm.optim.list_optimizers() lists them)") from None
     if cfg.sched == "cosine":
         return optimizer, warmup_cosine(optimizer, cfg, batches_per_epoch)
+    if cfg.sched not in SCHEDULES:
+        raise ValueError(f"--sched {cfg.sched!r}: one of {', '.join(SCHEDULES)} (schedules stepped per update)")
     updates = -(-batches_per_epoch // cfg.accum_iter)
     scheduler, _ = create_scheduler_v2(optimizer, sched=cfg.sched, num_epochs=cfg.epochs, min_lr=cfg.min_lr,
-                                       warmup_lr=0.0, warmup_epochs=int(round(cfg.warmup_epochs)), warmup_prefix=True,
+                                       decay_epochs=max(cfg.epochs / 3, 1), decay_rate=0.1,
+                                       decay_milestones=[max(1, cfg.epochs // 2), max(1, cfg.epochs * 3 // 4)],
+                                       warmup_lr=0.0, warmup_epochs=int(round(cfg.warmup_epochs)), warmup_prefix=False,
                                        step_on_epochs=False, updates_per_epoch=updates)
-    if scheduler is None:
-        raise ValueError(f"--sched {cfg.sched!r}: timm has no such schedule; e.g. cosine, step, multistep, poly, tanh")
     return optimizer, scheduler
 
 
@@ -244,8 +252,9 @@ class Validation(Callback):
 def training_record(cfg: "FinetuneConfig", results: dict) -> dict:
     """What the model card says of the run (`zoo.weights.card`): the data, the hyper-parameters, the
     command that reproduces it, and the results it measured (%, rounded to 4 places)."""
-    keys = ("epochs", "batch_size", "accum_iter", "blr", "lr", "min_lr", "weight_decay", "layer_decay", "warmup_epochs",
-            "drop_path", "smoothing", "mixup", "cutmix", "rand_aug", "ema_decay", "precision", "seed")
+    keys = ("epochs", "batch_size", "accum_iter", "opt", "momentum", "sched", "blr", "lr", "min_lr", "weight_decay",
+            "layer_decay", "warmup_epochs", "drop_path", "smoothing", "mixup", "cutmix", "rand_aug", "ema_decay",
+            "precision", "seed")
     return {"dataset": cfg.data, "hyperparameters": {k: getattr(cfg, k) for k in keys if hasattr(cfg, k)},
             "command": command_line("zoo finetune", cfg), "results": {k: round(float(v), 4) for k, v in results.items()}}
 
@@ -263,9 +272,11 @@ def save_best(model: nn.Module, out_dir: Path, classes, training: dict) -> Path:
     level = weights_log.level
     weights_log.setLevel(logging.WARNING)  # its "saved to <temporary folder>" line would mislead
     try:
-        save_pretrained(model, tmp)
+        save_pretrained(model, tmp, metrics={})  # the base weights' published numbers no longer apply
     finally:
         weights_log.setLevel(level)
+    card = tmp / "README.md"  # the card names where the model lives: the final folder, not this temporary one
+    card.write_text(card.read_text().replace(str(tmp), str(out_dir)))
     old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
     if out_dir.exists():
         os.replace(out_dir, old)

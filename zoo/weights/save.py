@@ -1,4 +1,5 @@
-"""Writing a model to a folder: model.safetensors, config.json (zoo's or timm's) and a model card.
+"""Writing a model to a folder: model.safetensors, config.json (zoo's, timm's or transformers') and a
+model card.
 
 `zoo.save_pretrained` (in `zoo.factory`) calls `save_pretrained` here with what it knows from the
 registry (the family record, the complete arguments); the folder then loads with `zoo.create(folder)`,
@@ -174,10 +175,12 @@ def _write_transformers_config(save_dir: Path, model: nn.Module, cfg: Mapping[st
         config["id2label"] = {str(i): str(name) for i, name in enumerate(labels)}
         config["label2id"] = {str(name): i for i, name in enumerate(labels)}
     inp = cfg["input"]
-    h, w = inp["img_size"]
-    processor = {"image_processor_type": "ViTImageProcessor", "do_resize": True, "size": {"height": h, "width": w},
-                 "resample": _PIL_RESAMPLE.get(inp["interpolation"], 3), "do_rescale": True, "rescale_factor": 1 / 255,
-                 "do_normalize": True, "image_mean": list(inp["mean"]), "image_std": list(inp["std"])}
+    h, w = inp["img_size"]  # zoo's eval recipe: short side to size / crop_pct, centre crop, normalise
+    processor = {"image_processor_type": "BitImageProcessor", "do_resize": True,
+                 "size": {"shortest_edge": int(max(h, w) / inp["crop_pct"])}, "do_center_crop": True,
+                 "crop_size": {"height": h, "width": w}, "resample": _PIL_RESAMPLE.get(inp["interpolation"], 3),
+                 "do_rescale": True, "rescale_factor": 1 / 255, "do_normalize": True, "do_convert_rgb": True,
+                 "image_mean": list(inp["mean"]), "image_std": list(inp["std"])}
     (save_dir / CONFIG_NAME).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
     (save_dir / PREPROCESSOR_NAME).write_text(json.dumps(processor, indent=2) + "\n", encoding="utf-8")
     return out
