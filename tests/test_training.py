@@ -232,3 +232,26 @@ def test_log_targets_and_resume_auto(tmp_path, capsys):
     assert "--resume auto: resuming" in capsys.readouterr().err
     epochs = [r["epoch"] for r in read_metrics(tmp_path / "auto") if r["kind"] == "epoch"]
     assert epochs == [0, 1]
+
+
+def test_a_checkpoint_inside_an_epoch_resumes_exactly(tmp_path):
+    """--ckpt-every-steps: checkpoints inside epochs; resuming from one (the data order, augmentation and
+    generators of that point restored) ends with the weights of the run that never stopped."""
+    import shutil
+
+    straight = tmp_path / "straight"
+    pretrain_mae(micro_cfg(straight, ckpt_every_steps=4, keep_checkpoints=0))
+    names = sorted(p.name for p in (straight / "checkpoints").iterdir() if p.is_dir())
+    assert "epoch_0000_step_00000008" in names and names.index("epoch_0001") < names.index("epoch_0001_step_00000032")
+    resumed = tmp_path / "resumed"
+    shutil.copytree(straight, resumed)
+    for name in names:  # an interruption after step 8 (inside the first epoch)
+        if name > "epoch_0000_step_00000008":
+            shutil.rmtree(resumed / "checkpoints" / name)
+    (resumed / "checkpoints" / "latest.json").write_text(json.dumps({"checkpoint": "epoch_0000_step_00000008"}))
+    pretrain_mae(micro_cfg(resumed, ckpt_every_steps=4, keep_checkpoints=0), resume=resumed)
+    a = load_file(str(find_checkpoint(straight) / "model.safetensors"))
+    b = load_file(str(find_checkpoint(resumed) / "model.safetensors"))
+    assert max((a[k] - b[k]).abs().max().item() for k in a) <= 1e-6
+    epochs = lambda run: [(r["epoch"], round(r["loss"], 6)) for r in read_metrics(run) if r["kind"] == "epoch"]
+    assert epochs(resumed) == epochs(straight)  # the resumed epoch's loss counts the batches before the stop

@@ -93,6 +93,8 @@ class FinetuneConfig:
                                        "class-folder tree, a .csv / .jsonl file, a dataset); seeded by --seed")
     precision: str = setting("fp32", "fp32, bf16 (autocast) or fp16 (CUDA, grad scaler)", choices=PRECISIONS)
     ckpt_every: int = setting(1, "write a checkpoint every N epochs (and at the end)")
+    ckpt_every_steps: int = setting(0, "also write a checkpoint every N optimizer steps inside epochs (0: off); "
+                                       "--resume continues exactly from it")
     log_to: str = setting("tensorboard,csv", "where metrics go besides metrics.jsonl: comma-separated tensorboard "
                                              "(event files in tensorboard/), csv (metrics.csv), wandb (needs the wandb "
                                              "package); none for metrics.jsonl only")

@@ -64,6 +64,7 @@ class TrainConfig:
     precision: str = "fp32"
     clip_grad: Optional[float] = None
     ckpt_every: int = 1
+    ckpt_every_steps: int = 0  # also a checkpoint every N optimizer steps inside epochs (0: off)
     keep_checkpoints: int = 2
     log_every: int = 10
     seed: int = 0
@@ -135,6 +136,41 @@ def _set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def restore(trainer: "Trainer", run_or_checkpoint: Path) -> Path:
+    """`Trainer.resume`: weights, optimizer, scheduler, scaler, RNG, step and callback state from a run's
+    latest checkpoint (or a checkpoint folder), a mid-epoch one included; metrics.jsonl keeps only what
+    was logged up to it. Returns the checkpoint folder."""
+    ckpt, weights, state = load_checkpoint(run_or_checkpoint)
+    trainer.model.load_state_dict(weights, strict=True)
+    trainer.optimizer.load_state_dict(state["optimizer"])
+    trainer.scheduler.load_state_dict(state["scheduler"])
+    trainer.scaler.load_state_dict(state["scaler"])
+    rngs, dist = state["rng"], trainer.dist
+    _set_rng_state(rngs[dist.rank] if len(rngs) == dist.world_size else rngs[0])
+    for cb in trainer.callbacks:
+        cb.load_state_dict(state["callbacks"].get(cb.name, {}))
+    trainer.epoch, trainer.global_step = int(state["epoch"]), int(state["global_step"])
+    trainer.resume_partial = _rank_partial(state.get("partial"), rngs, dist)
+    trainer.last_checkpoint = ckpt
+    if dist.is_main:  # drop log lines written after this checkpoint by an interrupted run
+        inside = trainer.resume_partial is not None  # then the epoch's step lines up to it stay
+        kept = [r for r in read_jsonl(trainer.metrics_path) if r.get("step", 0) <= trainer.global_step
+                and (r.get("epoch", -1) < trainer.epoch or (inside and r.get("kind") == "step"))]
+        atomic_write_text(trainer.metrics_path, "".join(json.dumps(r) + "\n" for r in kept))
+        trainer.epoch_logs = [r for r in kept if r.get("kind") == "epoch"]
+    return ckpt
+
+
+def _rank_partial(partial: Optional[dict], rngs: list, dist: DistInfo) -> Optional[dict]:
+    """This process's share of a mid-epoch checkpoint's `partial` state: the batches done, its epoch-start
+    and checkpoint generator states, its running sums (None for an end-of-epoch checkpoint)."""
+    if not partial:
+        return None
+    pick = (lambda values: values[dist.rank] if len(values) == dist.world_size else values[0])
+    return {"batches": int(partial["batches"]), "epoch_rng": pick(partial["epoch_rng"]), "rng": pick(rngs),
+            "sums": pick(partial["sums"])}
+
+
 def format_epoch(record: dict, epochs: int) -> str:
     """One line per finished epoch: the training loss and whatever the callbacks measured."""
     parts = [f"epoch {record['epoch'] + 1}/{epochs}", f"loss {record['loss']:.4f}"]
@@ -176,6 +212,7 @@ class Trainer:
         self.stop_requested = False  # a callback may set this (early stopping)
         self.last_checkpoint: Optional[Path] = None
         self.epoch_logs: List[dict] = []
+        self.resume_partial: Optional[dict] = None  # inside an epoch: what resume() found (mid-epoch checkpoints)
         self.run_log = RunLog(self.out_dir, ())  # train() opens the real sinks, on the main process
 
     # --------------------------------------------------------------------------------- helpers
@@ -194,45 +231,30 @@ class Trainer:
             self.run_log.write(record)
 
     # ----------------------------------------------------------------------------- checkpoints
-    def save(self) -> Path:
-        """Checkpoint after the epoch just finished (self.epoch - 1). Every process takes part (RNG)."""
-        rngs = all_gather_objects(_rng_state()) if self.dist.distributed else [_rng_state()]
+    def save(self, partial: Optional[dict] = None) -> Path:
+        """Checkpoint after the epoch just finished (self.epoch - 1), or with `partial` (`_partial_state`)
+        inside the current epoch. Every process takes part (RNG)."""
+        rngs = all_gather_objects(_rng_state())
         path = None
         if self.dist.is_main:
             state = {
                 "epoch": self.epoch, "global_step": self.global_step,
                 "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
-                "scaler": self.scaler.state_dict(), "rng": rngs,
+                "scaler": self.scaler.state_dict(), "rng": rngs, "partial": partial,
                 "callbacks": {cb.name: cb.state_dict() for cb in self.callbacks},
             }
-            path = save_checkpoint(self.out_dir, f"epoch_{self.epoch:04d}", self.model.state_dict(), state,
-                                   keep=self.cfg.keep_checkpoints)
+            name = f"epoch_{self.epoch:04d}" + (f"_step_{self.global_step:08d}" if partial else "")  # sorts in order
+            path = save_checkpoint(self.out_dir, name, self.model.state_dict(), state, keep=self.cfg.keep_checkpoints)
             self.last_checkpoint = path
             plot_training_curves(self.metrics_path, self.out_dir / "training_curves.png")
             self.run_log.checkpoint(self.metrics_path)
-            for cb in self.callbacks:
+            for cb in self.callbacks if partial is None else ():
                 cb.on_checkpoint(self, self.epoch - 1)
         return path
 
     def resume(self, run_or_checkpoint: Path) -> Path:
-        """Restore weights, optimizer, scheduler, scaler, RNG, step and callback state."""
-        ckpt, weights, state = load_checkpoint(run_or_checkpoint)
-        self.model.load_state_dict(weights, strict=True)
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        self.scaler.load_state_dict(state["scaler"])
-        rngs = state["rng"]
-        _set_rng_state(rngs[self.dist.rank] if len(rngs) == self.dist.world_size else rngs[0])
-        for cb in self.callbacks:
-            cb.load_state_dict(state["callbacks"].get(cb.name, {}))
-        self.epoch, self.global_step = int(state["epoch"]), int(state["global_step"])
-        self.last_checkpoint = ckpt
-        if self.dist.is_main:  # drop log lines written after this checkpoint by an interrupted run
-            kept = [r for r in read_jsonl(self.metrics_path)
-                    if r.get("step", 0) <= self.global_step and r.get("epoch", -1) < self.epoch]
-            atomic_write_text(self.metrics_path, "".join(json.dumps(r) + "\n" for r in kept))
-            self.epoch_logs = [r for r in kept if r.get("kind") == "epoch"]
-        return ckpt
+        """Restore weights, optimizer, scheduler, scaler, RNG, step and callback state (`restore`)."""
+        return restore(self, run_or_checkpoint)
 
     # -------------------------------------------------------------------------------- training
     def train(self, resume: Optional[Path] = None) -> dict:
@@ -275,6 +297,10 @@ class Trainer:
     def _train_epoch(self, epoch: int) -> dict:
         cfg, model, opt = self.cfg, self.train_model, self.optimizer
         model.train()
+        partial, self.resume_partial = self.resume_partial, None
+        if partial is not None:  # resumed inside this epoch: its start again (same data order and augmentation)
+            _set_rng_state(partial["epoch_rng"])
+        epoch_rng = _rng_state()
         accum = cfg.accum_iter
         n_batches = len(self.loader)
         bar = None
@@ -285,9 +311,15 @@ class Trainer:
                        disable=None)  # None: no bar when the output is not a terminal (logs, CI)
         epoch_loss, epoch_images, window_loss, window_n, window_images = 0.0, 0, 0.0, 0, 0
         extra_sums: Dict[str, float] = {}
+        if partial is not None:
+            epoch_loss, epoch_images, extra_sums = partial["sums"]
         window_start = epoch_start = time.perf_counter()
         opt.zero_grad(set_to_none=True)
         for i, batch in enumerate(self.loader):
+            if partial is not None and i < partial["batches"]:  # trained before the checkpoint: only drawn
+                if i + 1 == partial["batches"]:
+                    _set_rng_state(partial["rng"])  # where the checkpoint left the generators
+                continue
             last_micro = (i + 1) % accum == 0 or i + 1 == n_batches
             if (i % accum) == 0:
                 self.scheduler.step_update(self.global_step)  # lr for the update about to happen
@@ -334,6 +366,10 @@ class Trainer:
                 self.log({"kind": "step", "epoch": epoch, "step": self.global_step, "loss": window_loss / window_n,
                           "lr": self.lr(), "img_per_s": window_images / max(elapsed, 1e-9)})
                 window_loss, window_n, window_images, window_start = 0.0, 0, 0, time.perf_counter()
+            if last_micro and cfg.ckpt_every_steps and self.global_step % cfg.ckpt_every_steps == 0 \
+                    and i + 1 < n_batches:  # a checkpoint inside the epoch (the epoch's end writes its own)
+                self.save({"batches": i + 1, "epoch_rng": all_gather_objects(epoch_rng),
+                           "sums": all_gather_objects((epoch_loss, epoch_images, dict(extra_sums)))})
         if bar is not None:
             bar.close()
         # average over processes so every rank logs (and callbacks see) the same epoch numbers

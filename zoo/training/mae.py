@@ -54,6 +54,8 @@ class MAEPretrainConfig:
                              choices=PRECISIONS)
     clip_grad: Optional[float] = setting(None, "clip the gradient norm to this value")
     ckpt_every: int = setting(10, "write a checkpoint every N epochs (and always at the end)")
+    ckpt_every_steps: int = setting(0, "also write a checkpoint every N optimizer steps inside epochs (0: off); "
+                                       "--resume continues exactly from it")
     log_to: str = setting("tensorboard,csv", "where metrics go besides metrics.jsonl: comma-separated tensorboard "
                                              "(event files in tensorboard/), csv (metrics.csv), wandb (needs the wandb "
                                              "package); none for metrics.jsonl only")

@@ -69,6 +69,7 @@ def trainer_config(cfg: Any) -> TrainConfig:
     """The loop's settings, taken from a command's settings of the same names."""
     return TrainConfig(out_dir=cfg.out, epochs=cfg.epochs, accum_iter=cfg.accum_iter, precision=cfg.precision,
                        clip_grad=cfg.clip_grad, ckpt_every=cfg.ckpt_every, keep_checkpoints=cfg.keep_checkpoints,
+                       ckpt_every_steps=cfg.ckpt_every_steps,
                        log_every=cfg.log_every, seed=cfg.seed, progress=cfg.progress,
                        stop_after_epoch=cfg.stop_after_epoch, log_to=parse_log_to(cfg.log_to), settings=to_dict(cfg))
 
