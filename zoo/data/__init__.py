@@ -121,8 +121,19 @@ def eval_transform(input_cfg: dict, five_crop: bool = False):
     resize = v2.Resize(scale, interpolation=_INTERPOLATION[input_cfg["interpolation"]], antialias=True)
     normalize = v2.Normalize(input_cfg["mean"], input_cfg["std"])
     if five_crop:
-        return v2.Compose([resize, v2.FiveCrop((h, w)), lambda crops: torch.stack([normalize(c) for c in crops])])
+        return v2.Compose([resize, v2.FiveCrop((h, w)), _EachNormalized(normalize)])
     return v2.Compose([resize, v2.CenterCrop((h, w)), normalize])
+
+
+class _EachNormalized:
+    """Crops (a tuple of (C, h, w)) -> (n, C, h, w), each normalised. A class, not a lambda: loader
+    processes started by spawn or forkserver pickle the transform."""
+
+    def __init__(self, normalize) -> None:
+        self.normalize = normalize
+
+    def __call__(self, crops) -> torch.Tensor:
+        return torch.stack([self.normalize(c) for c in crops])
 
 
 def denormalize(images: torch.Tensor, input_cfg: dict) -> torch.Tensor:
