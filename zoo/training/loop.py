@@ -232,8 +232,8 @@ class Trainer:
 
     # ----------------------------------------------------------------------------- checkpoints
     def save(self, partial: Optional[dict] = None) -> Path:
-        """Checkpoint after the epoch just finished (self.epoch - 1), or with `partial` (`_partial_state`)
-        inside the current epoch. Every process takes part (RNG)."""
+        """Checkpoint after the epoch just finished (self.epoch - 1), or inside it with `partial` ({batches,
+        epoch_rng, sums} of every process: `restore` resumes there). Every process takes part (RNG)."""
         rngs = all_gather_objects(_rng_state())
         path = None
         if self.dist.is_main:
