@@ -27,10 +27,14 @@ def take_indices(count: int, indices: Indices, unit: str = "block", arg: str = "
     return take
 
 
-def intermediate_layers(model: nn.Module, x: torch.Tensor, n: Union[int, Sequence[int]], reshape: bool,
-                        return_class_token: bool, norm: bool) -> Tuple:
+def intermediate_layers(model: nn.Module, x: torch.Tensor, n: Union[int, Sequence[int]] = 1, reshape: bool = False,
+                        return_class_token: bool = False, norm: bool = True) -> Tuple:
     """DINOv2's `get_intermediate_layers` for a ViT-style `model` (`blocks`, `norm`, `_embed`, `_block`,
-    `patch_embed`, `num_prefix_tokens`, `has_class_token`); see `VisionTransformer.get_intermediate_layers`."""
+    `patch_embed`, `num_prefix_tokens`, `has_class_token`; `VisionTransformer.get_intermediate_layers`):
+    outputs of the last `n` blocks (int) or of the given block indices. Each output is the patch tokens
+    `(B, N, D)` (prefix tokens removed), or `(B, D, h, w)` with `reshape=True`; with
+    `return_class_token=True` each item is `(patches, class_token (B, D))`. `norm=True` applies the final
+    norm first. Blocks after the last one asked for are not run."""
     take = take_indices(len(model.blocks), n, "block", "n")
     if return_class_token and not model.has_class_token:
         raise ValueError("return_class_token=True but this model has no class token")
@@ -49,3 +53,46 @@ def intermediate_layers(model: nn.Module, x: torch.Tensor, n: Union[int, Sequenc
     if return_class_token:
         return tuple(zip(outputs, class_tokens))
     return tuple(outputs)
+
+
+def vit_intermediates(model: nn.Module, x: torch.Tensor, indices: Indices = None, return_prefix_tokens: bool = False,
+                      norm: bool = False, stop_early: bool = False, output_fmt: str = "NCHW",
+                      intermediates_only: bool = False):
+    """timm's `forward_intermediates` for a ViT-style `model`: the outputs of the blocks `indices` asks
+    for (None: all; an int n: the last n; a list), each `(B, D, h, w)` (NCHW) or `(B, N, D)` (NLC) patch
+    tokens, final-normed with `norm`, paired with their `(B, prefix, D)` prefix tokens with
+    `return_prefix_tokens`. Returns `(final normed tokens (B, prefix + N, D), intermediates)`, or only
+    the intermediates with `intermediates_only`; `stop_early` runs no block after the last one asked
+    for. Raises ValueError for another output_fmt or indices out of range."""
+    if output_fmt not in ("NCHW", "NLC"):
+        raise ValueError(f"output_fmt must be 'NCHW' or 'NLC', got {output_fmt!r}")
+    take = take_indices(len(model.blocks), indices)
+    B = x.shape[0]
+    grid = model.patch_embed.feat_size(tuple(x.shape[-2:]))
+    x = model._embed(x)
+    outputs = []
+    for i, block in enumerate(model.blocks[: take[-1] + 1] if stop_early or intermediates_only else model.blocks):
+        x = model._block(block, x)
+        if i in take:
+            outputs.append(model.norm(x) if norm else x)
+    prefix = [out[:, :model.num_prefix_tokens] for out in outputs]
+    outputs = [out[:, model.num_prefix_tokens:] for out in outputs]
+    if output_fmt == "NCHW":
+        outputs = [out.reshape(B, grid[0], grid[1], -1).permute(0, 3, 1, 2).contiguous() for out in outputs]
+    if return_prefix_tokens and model.num_prefix_tokens:
+        outputs = list(zip(outputs, prefix))
+    return outputs if intermediates_only else (model.norm(x), outputs)
+
+
+def prune_vit_layers(model: nn.Module, indices: Indices = 1, prune_norm: bool = False, prune_head: bool = True) -> List[int]:
+    """timm's `prune_intermediate_layers` for a ViT-style `model`: drop the blocks after the last of
+    `indices` (and with `prune_norm` the final norm, with `prune_head` the head and its norm); returns
+    the block indices kept, for `forward_intermediates`."""
+    take = take_indices(len(model.blocks), indices)
+    model.blocks = model.blocks[: take[-1] + 1]
+    if prune_norm:
+        model.norm = nn.Identity()
+    if prune_head:
+        model.fc_norm = nn.Identity()
+        model.reset_classifier(0, "")
+    return take

@@ -13,7 +13,7 @@ State-dict keys are timm's (`patch_embed.proj`, `cls_token`, `dist_token`, `reg_
 from __future__ import annotations
 
 from functools import partial
-from typing import Dict, Optional, Sequence, Set, Tuple, Union
+from typing import Dict, Optional, Set, Tuple, Union
 
 import torch
 from torch import nn
@@ -22,7 +22,7 @@ from torch.utils.checkpoint import checkpoint
 from ..layers import Block, LayerNorm, Linear, Mlp, PatchEmbed, SwiGLU, resample_pos_embed, sincos_2d_pos_embed, to_2tuple
 from ..layers.pos_embed import POS_EMBED_RESAMPLE_METHODS, check_resample_method
 from ..specs import check_blocks
-from .features import intermediate_layers
+from .features import intermediate_layers, prune_vit_layers, vit_intermediates
 
 MLP_LAYERS = {"mlp": Mlp, "swiglu": SwiGLU}
 GLOBAL_POOLS = ("token", "avg", "")
@@ -238,21 +238,10 @@ class VisionTransformer(nn.Module):
             x = self._block(block, x, head_tokens if i == last else None)
         return self.forward_head(self.norm(x))
 
-    def get_intermediate_layers(
-        self,
-        x: torch.Tensor,
-        n: Union[int, Sequence[int]] = 1,
-        reshape: bool = False,
-        return_class_token: bool = False,
-        norm: bool = True,
-    ) -> Tuple:
-        """DINOv2's interface: outputs of the last `n` blocks (int) or of the given block indices.
-
-        Each output is the patch tokens `(B, N, D)` (prefix tokens removed), or `(B, D, h, w)` with
-        `reshape=True`; with `return_class_token=True` each item is `(patches, class_token (B, D))`.
-        `norm=True` applies the final norm first. Blocks after the last one asked for are not run.
-        """
-        return intermediate_layers(self, x, n, reshape, return_class_token, norm)
+    # the feature APIs people use (zoo/models/features.py): DINOv2's and timm's
+    get_intermediate_layers = intermediate_layers
+    forward_intermediates = vit_intermediates
+    prune_intermediate_layers = prune_vit_layers
 
 
 def _check_args(global_pool: str, class_token: bool, pos_embed: str, mlp_layer: str, distilled: bool,
