@@ -178,16 +178,17 @@ def _weight_tag(registry: Registry, name: str, weight: WeightTag, source_args: M
     config = read_json(source.fetch(CONFIG_NAME), source.describe(CONFIG_NAME)) \
         if weight.format == "transformers" else None
 
-    def read(meta: bool) -> Tuple[dict, List[str]]:
-        state_dict = read_header(path, label, source.hint) if meta else read_safetensors(path, label, source.hint)
-        if config is None:
-            return state_dict, []
-        converted = _from_transformers(registry, config, state_dict, source.describe(CONFIG_NAME))
-        return converted.state_dict, converted.notes
+    header = read_header(path, label, source.hint)  # read once: the meta check and the conventions use it
+    meta = _from_transformers(registry, config, header, source.describe(CONFIG_NAME)) if config is not None else None
 
-    conventions = {} if config is None else \
-        _from_transformers(registry, config, read_header(path, label, source.hint), label).conventions
-    return WeightsFile(read, source_args, label, conventions=conventions)
+    def read(on_meta: bool) -> Tuple[dict, List[str]]:
+        tensors = header if on_meta else read_safetensors(path, label, source.hint)
+        if config is None:
+            return tensors, []
+        converted = meta if on_meta else _from_transformers(registry, config, tensors, source.describe(CONFIG_NAME))
+        return converted.state_dict, list(converted.notes)
+
+    return WeightsFile(read, source_args, label, conventions=meta.conventions if meta is not None else {})
 
 
 def _from_transformers(registry: Registry, config: Mapping[str, Any], state_dict: dict, label: str,
@@ -291,9 +292,8 @@ def _check_args(registry: Registry, family: str, args: Mapping[str, Any], what: 
 
 
 def variant_cost(name: str, input_size: Optional[Sequence[int]] = None) -> dict:
-    """{'params': int, 'macs': int, 'input_size': (C, H, W), 'input_sizes': str} for a registered variant,
-    measured on the meta device (no memory, no arithmetic); `input_size` defaults to the variant's;
-    'input_sizes' says which sizes the model takes (`zoo.weights.card.input_sizes`)."""
+    """{'params', 'macs', 'input_size': (C, H, W) (default: the variant's), 'input_sizes': the sizes it takes}
+    for a registered variant, measured on the meta device (no memory, no arithmetic)."""
     with torch.device("meta"):
         model = create(name)
     if input_size is None:
@@ -303,10 +303,9 @@ def variant_cost(name: str, input_size: Optional[Sequence[int]] = None) -> dict:
 
 
 def saved_info(ref: PathLike, registry: Optional[Registry] = None) -> dict:
-    """What `zoo info DIR` / `zoo info hf-hub:ORG/NAME` shows of a saved model, built on the meta device
-    from its config and its weights' header (no tensor is read; an `hf-hub:` repo is fetched into the
-    Hub cache first): {'source', 'family', 'variant', 'tag', 'args', 'input', 'input_sizes', 'params',
-    'weights'}. Raises what `load_saved` raises."""
+    """What `zoo info DIR|hf-hub:ORG/NAME` shows of a saved model, built on the meta device from its config
+    and its weights' header (no tensor read; an `hf-hub:` repo is fetched into the Hub cache first):
+    {'source', 'family', 'variant', 'tag', 'args', 'input', 'input_sizes', 'params', 'weights'}."""
     with torch.device("meta"):
         model = create(ref, registry=registry)
     cfg = model.zoo_config
@@ -367,7 +366,8 @@ def download(name: str, revision: Optional[str] = None, cache_dir: Optional[Path
         source = Source.parse(name, revision, cache_dir)
         paths = [source.fetch(CONFIG_NAME, force=force), source.fetch(WEIGHTS_NAME, force=force)]
         read_header(paths[1], source.describe(WEIGHTS_NAME), source.hint)
-        return paths + [p for p in map(source.fetch_optional, ("preprocessor_config.json", "README.md")) if p is not None]
+        extra = (source.fetch_optional(n) for n in ("preprocessor_config.json", "README.md"))
+        return paths + [p for p in extra if p is not None]
     variant, tag = (registry or REGISTRY).resolve(name)
     tag = tag or variant.default_tag
     if tag is None:

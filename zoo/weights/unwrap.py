@@ -108,7 +108,8 @@ def unwrap_state_dict(obj: Any, expected: Iterable[str], branch: Optional[str] =
     """
     if not isinstance(obj, dict):
         raise CheckpointMismatchError(f"{what}: expected a state dict or a dict holding one, got {type(obj).__name__}")
-    flat = {_clean(k): v for k, v in flatten(obj).items()}
+    raw = flatten(obj)
+    flat = {_clean(k): v for k, v in raw.items()}
     counts = candidate_prefixes(flat, expected)
     if not counts:
         raise CheckpointMismatchError(
@@ -141,7 +142,7 @@ def unwrap_state_dict(obj: Any, expected: Iterable[str], branch: Optional[str] =
         notes.append(f"took the {len(out)} tensors under {prefix!r}" + (f" and left {others} others "
                      f"(e.g. {_listing(_prefixes_seen({k: v for k, v in flat.items() if not k.startswith(prefix)}))})"
                      if others else ""))
-    if any(any(i in k for i in WRAPPER_INFIXES) for k in flatten(obj)):
+    if any(any(i in k for i in WRAPPER_INFIXES) for k in raw):
         notes.append("removed the wrappers' key infixes (" + ", ".join(i[:-1] for i in WRAPPER_INFIXES) + ")")
     return out, notes, prefix
 
