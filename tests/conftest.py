@@ -18,7 +18,7 @@ def randomize_(model: nn.Module, seed: int = 0) -> nn.Module:
     g = torch.Generator().manual_seed(seed)
     for name, p in model.named_parameters():
         noise = torch.randn(p.shape, generator=g)
-        if name.endswith("gamma"):
+        if name.endswith(("gamma", "gamma_1", "gamma_2")):
             p.copy_(0.5 + 0.5 * torch.rand(p.shape, generator=g))
         elif p.ndim == 1 and "norm" in name and name.endswith("weight"):
             p.copy_(1.0 + 0.1 * noise)

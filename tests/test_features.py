@@ -54,3 +54,89 @@ def test_at_another_size_and_pruned():
     assert len(ours.blocks) == 2 and ours.num_classes == 0
     with pytest.raises(ValueError, match="output_fmt must be 'NCHW' or 'NLC'"):
         ours.forward_intermediates(x, output_fmt="NHWC")
+
+
+# ------------------------------------------------------------------------- features_only backbones
+FEATURE_CASES = {  # name: (small architecture, input, out_indices to try)
+    "vit_small_patch16_224": (dict(depth=4, img_size=64), (2, 3, 64, 64), (1, 3)),
+    "vit_small_patch16_dinov3": (dict(depth=3), (2, 3, 64, 80), (0, 2)),
+    "swin_tiny_patch4_window7_224": (dict(img_size=64, window_size=4, depths=(1, 1, 2, 1), embed_dim=24,
+                                          num_heads=(1, 2, 2, 4)), (1, 3, 64, 64), (1, 2, 3)),
+}
+
+
+@pytest.mark.parametrize("name", list(FEATURE_CASES))
+@pytest.mark.parametrize("default_indices", [True, False])
+def test_features_only_matches_timm(name, default_indices):
+    arch, shape, indices = FEATURE_CASES[name]
+    kw = {} if default_indices else dict(out_indices=indices)
+    ref = randomize_(timm.create_model(name, features_only=True, **arch, **kw)).eval()
+    ours = zoo.create(name, features_only=True, **arch, **kw).eval()
+    swin = name.startswith("swin")
+    # timm's Swin feature net flattens its stages (`layers_0.*`, no `model.` prefix); zoo keeps the model's keys
+    state = {("model." + k.replace("layers_", "layers.") if swin else k): v for k, v in ref.state_dict().items()}
+    ours.load_state_dict(state, strict=True)
+    x = torch.randn(*shape)
+    with torch.no_grad():
+        got, want = ours(x), ref(x)
+    if swin:  # timm's Swin feature maps are NHWC; zoo's are NCHW for every family
+        want = [w.permute(0, 3, 1, 2) for w in want]
+    assert len(got) == len(want) == len(ours.feature_info)
+    for a, b in zip(got, want):
+        assert a.shape == b.shape and max_diff(a, b) < 1e-4
+    for accessor in ("channels", "reduction", "module_name"):
+        assert getattr(ours.feature_info, accessor)() == getattr(ref.feature_info, accessor)()
+
+
+def test_features_only_prunes_and_checks():
+    backbone = zoo.create("vit_small_patch16_224", depth=6, img_size=64, features_only=True, out_indices=(1, 2))
+    assert len(backbone.model.blocks) == 3 and isinstance(backbone.model.head, torch.nn.Identity)
+    assert [m.shape for m in backbone(torch.randn(1, 3, 64, 64))] == [(1, 384, 4, 4)] * 2
+    with pytest.raises(ValueError, match="out of range"):
+        zoo.create("vit_small_patch16_224", depth=6, img_size=64, features_only=True, out_indices=(7,))
+    with pytest.raises(TypeError, match="out_indices"):  # only with features_only
+        zoo.create("vit_small_patch16_224", depth=2, out_indices=(1,))
+
+
+def test_swin_prune_matches_timm():
+    arch = FEATURE_CASES["swin_tiny_patch4_window7_224"][0]
+    ref = randomize_(timm.create_model("swin_tiny_patch4_window7_224", **arch)).eval()
+    ours = zoo.create("swin_tiny_patch4_window7_224", **arch).eval()
+    ours.load_state_dict(ref.state_dict(), strict=True)
+    assert ours.prune_intermediate_layers([0, 2]) == ref.prune_intermediate_layers([0, 2]) == [0, 2]
+    assert len(ours.layers) == 3 and ours.num_classes == 0
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        got = ours.forward_intermediates(x, indices=[0, 2], intermediates_only=True)
+        want = ref.forward_intermediates(x, indices=[0, 2], intermediates_only=True)
+    assert all(max_diff(a, b) < 1e-4 for a, b in zip(got, want))
+
+
+def test_mae_encoder_intermediates_equal_the_vits():
+    """The MAE model's forward_intermediates run its encoder on the whole image: timm's ViT with the
+    encoder's weights (timm's keys) gives the same maps; features_only on an MAE is its encoder's."""
+    mae = randomize_(zoo.create("mae_vit_base_patch16_dec512d8b", depth=2, img_size=64, decoder_depth=1)).eval()
+    ref = timm.create_model("vit_base_patch16_224", depth=2, img_size=64, num_classes=0).eval()
+    ref.load_state_dict(mae.encoder.state_dict(), strict=True)
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        (final, maps), (ref_final, ref_maps) = mae.forward_intermediates(x), ref.forward_intermediates(x)
+        assert max_diff(final, ref_final) < 1e-5 and all(max_diff(a, b) < 1e-5 for a, b in zip(maps, ref_maps))
+        backbone = zoo.create("mae_vit_base_patch16_dec512d8b", depth=2, img_size=64, decoder_depth=1,
+                              features_only=True, out_indices=(1,))
+        assert backbone.feature_info.channels() == [768]
+
+
+@pytest.mark.parametrize("name", list(FEATURE_CASES))
+def test_gradient_checkpointing_through_features_only(name):
+    arch, shape, indices = FEATURE_CASES[name]
+    backbone = randomize_(zoo.create(name, features_only=True, out_indices=indices, **arch)).train()
+    x = torch.randn(*shape)
+    grads = []
+    for on in (False, True):
+        backbone.zero_grad()
+        backbone.set_grad_checkpointing(on)
+        torch.manual_seed(0)  # the same stochastic-depth draws in both runs
+        sum(m.square().mean() for m in backbone(x)).backward()
+        grads.append(torch.cat([p.grad.flatten() for p in backbone.parameters() if p.grad is not None]))
+    assert max_diff(*grads) < 1e-5 and grads[0].abs().sum() > 0

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 import zoo
 from conftest import max_diff, randomize_
 from zoo.eval.features import extract_features
-from zoo.eval.knn import KnnConfig, knn, knn_predict
+from zoo.eval.knn import KNN_FEATURES, KnnConfig, knn, knn_predict
 from zoo.eval.linear_probe import (FEATURE_CONFIGS, LEARNING_RATES, LinearHeads, ProbeConfig, _batches, linear_probe,
                                    train_heads)
 
@@ -179,6 +179,26 @@ def test_knn_matches_brute_force_and_runs_on_digits(tmp_path):
                  backbone=tiny_backbone())
     assert result["k"] in (10, 20, 100, 200) and set(result["per_k"]) == {"10", "20", "100", "200"}
     assert 0 < result["test_top1"] <= result["test_top5"] <= 100
+
+
+def test_dinov3_feature_recipe_in_probe_and_knn(tmp_path):
+    """DINOv3's named feature configuration: class token + mean patch token of the last block, for the
+    linear probe (one configuration x 13 lrs) and kNN (concatenated, then L2-normalised)."""
+    model = zoo.create("vit_small_patch16_dinov3", img_size=32, patch_size=8, embed_dim=48, depth=2, num_heads=2)
+    model.zoo_config["input"].update(mean=[0.5] * 3, std=[0.5] * 3, crop_pct=1.0)
+    model = randomize_(model).eval()
+    result = linear_probe(probe_cfg(tmp_path, recipe="dinov3", iterations=50), backbone=model)
+    assert len(result["heads"]) == 13 and result["chosen"]["n_blocks"] == 1 and result["chosen"]["avgpool"]
+    images = torch.randn(5, 3, 32, 32)
+    feats = extract_features(model, torch.utils.data.TensorDataset(images), torch.zeros(5), batch_size=5,
+                             progress=False)
+    with torch.no_grad():
+        tokens = model.forward_features(images)
+    by_hand = torch.cat([tokens[:, 0], tokens[:, model.num_prefix_tokens:].mean(1)], dim=1)  # registers left out
+    assert max_diff(feats.assemble(*KNN_FEATURES["dinov3"]), by_hand) < 1e-5
+    r = knn(KnnConfig(model="tiny", out=tmp_path / "knn", cache_dir=tmp_path / "cache", progress=False,
+                      features="dinov3"), backbone=model)
+    assert r["features"] == "dinov3" and 0 < r["test_top1"] <= 100
 
 
 def test_swin_probe_features_are_the_pooled_final_stage(tmp_path):

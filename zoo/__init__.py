@@ -28,6 +28,7 @@ _LAZY = {
     "finetune": ("zoo.training.finetune", "finetune"),
     "linear_probe": ("zoo.eval.linear_probe", "linear_probe"),
     "knn": ("zoo.eval.knn", "knn"),
+    "attention_maps": ("zoo.eval.attention", "attention_maps"),
 }
 
 

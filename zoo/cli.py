@@ -5,12 +5,13 @@ no logic lives here.
     zoo info NAME|DIR|hf-hub:ORG/NAME [--json]
     zoo env [--json]                     (also: zoo info --system)
     zoo pretrain-mae [--config FILE] [--resume RUN_DIR] [--data digits|FOLDER] [--epochs N] ...
-    zoo linear-probe --model NAME|DIR [--pretrained] [--data digits|FOLDER] [--recipe dinov2|mae] ...
+    zoo linear-probe --model NAME|DIR [--pretrained] [--data digits|FOLDER] [--recipe dinov2|dinov3|mae] ...
     zoo knn --model NAME|DIR [--pretrained] [--data digits|FOLDER] ...
     zoo quickstart [--out DIR] [--epochs N]
+    zoo attention IMAGE... --model NAME|DIR [--pretrained] [--layer L] [--head H|mean] [--rollout] [--out DIR]
     zoo download NAME[.TAG] | hf-hub:ORG/NAME[@REV]  [--revision R] [--cache-dir D] [--force]
     zoo push DIR REPO_ID [--private] [--revision R] [--message M]
-    zoo convert --from {mae,dinov2,swin,torchvision-swin} SRC --out DIR [--model NAME] [--branch teacher|student|ema]
+    zoo convert --from {mae,dinov2,dinov3,swin,torchvision-swin} SRC --out DIR [--model NAME] [--branch teacher|student|ema]
     zoo export NAME[.TAG] | hf-hub:ORG/NAME | DIR --out DIR [--format zoo|timm]
 """
 from __future__ import annotations
@@ -23,6 +24,7 @@ from pathlib import Path
 from typing import List, Optional, Sequence
 
 from . import factory
+from .cli_images import add_image_commands
 from .factory import variant_cost
 from .registry import REGISTRY, list_models, model_info
 from .specs import RegistryError, UnknownModelError
@@ -236,26 +238,6 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_predict(args: argparse.Namespace) -> int:
-    from .predict import image_files, load_classifier, predict, write_predictions
-
-    pretrained = True if args.pretrained is True or str(args.pretrained).lower() in ("true", "default") \
-        else args.pretrained
-    paths = image_files(args.images)
-    model = load_classifier(args.model, pretrained)
-    results = predict(paths, model, args.top_k, batch_size=args.batch_size, device=args.device,
-                      precision=args.precision, tta=args.tta, num_workers=args.workers,
-                      progress=len(paths) > args.batch_size and sys.stderr.isatty())
-    if args.out:
-        print(write_predictions(paths, results, args.out))
-        return 0
-    for path, top in zip(paths, results):
-        print(path)
-        for label, p in top:
-            print(f"  {p * 100:6.2f}%  {label}")
-    return 0
-
-
 def cmd_download(args: argparse.Namespace) -> int:
     for path in factory.download(args.name, revision=args.revision, cache_dir=args.cache_dir, force=args.force):
         print(path)
@@ -353,23 +335,7 @@ def build_parser() -> argparse.ArgumentParser:
                          "cosine, RandAugment, Mixup/CutMix, label smoothing, drop path, EMA, gradient clipping); "
                          "resumable, multi-process with torchrun; the best model is saved with zoo.save_pretrained.")
 
-    p = sub.add_parser("predict", help="top-k labels for images (files, folders, patterns)",
-                       description="Classify images with a registered model (--pretrained) or a saved one "
-                                   "(e.g. the best/ folder of zoo finetune); prints the top-k labels with probabilities, "
-                                   "or writes them to --out (.csv or .jsonl).")
-    p.add_argument("images", nargs="+", help="image files, folders (searched recursively) or glob patterns")
-    p.add_argument("--model", required=True, help="registered NAME[.TAG], a saved model directory or hf-hub:ORG/NAME")
-    p.add_argument("--pretrained", nargs="?", const=True, default=False,
-                   help="with a registered name: load its weights (optionally a tag)")
-    p.add_argument("--top-k", type=int, default=5, help="labels per image (default: 5)")
-    p.add_argument("--batch-size", type=int, default=32, help="images per forward pass (default: 32)")
-    p.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cpu)")
-    p.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32", help="autocast (default: fp32)")
-    p.add_argument("--tta", choices=("none", "flip", "five-crop"), default="none",
-                   help="test-time augmentation: mean probabilities over the mirror or five crops (default: none)")
-    p.add_argument("--out", help="write the predictions to this .csv or .jsonl file instead of printing them")
-    p.add_argument("--workers", type=int, help="image-loading processes (default: CPUs - 1, at most 8)")
-    p.set_defaults(func=cmd_predict)
+    add_image_commands(sub)
 
     p = sub.add_parser("download", help="fetch weights into the Hugging Face cache (for offline use later)",
                        description="Download and verify a model's weights into the Hugging Face cache ($HF_HOME/hub); "
@@ -394,7 +360,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Read a research release with torch.load(weights_only=True), map its keys "
                                    "and write a zoo folder (model.safetensors, config.json, README.md).")
     p.add_argument("--from", dest="source", required=True, metavar="SOURCE",
-                   help="the release it is: mae, dinov2, swin or torchvision-swin (and any a plugin family reads)")
+                   help="the release it is: mae, dinov2, dinov3, swin or torchvision-swin (and any a plugin family reads)")
     p.add_argument("src", help="the checkpoint file (.pth, read with torch.load(weights_only=True))")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--model", help="registry variant it is, when the checkpoint's shapes do not say")

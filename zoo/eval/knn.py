@@ -1,6 +1,7 @@
 """`zoo knn`: weighted k-nearest-neighbour classification on frozen features (DINO / DINOv2).
 
-Features are the final-normed class token (cached like the linear probe's), L2-normalised;
+Features are the final-normed class token (cached like the linear probe's), or with
+`features="dinov3"` DINOv3's: the class token concatenated with the mean patch token; L2-normalised;
 similarity is the cosine; the k nearest training features vote for their class with weight
 exp(similarity / T), T = 0.07. k is chosen among {10, 20, 100, 200} on a held-out part of the
 train split (stratified, seeded); the test labels are read once, to score that k.
@@ -22,12 +23,17 @@ from .linear_probe import SealedLabels
 from .prepare import FeatureSettings, eval_processes, prepare_features
 
 
+KNN_FEATURES = {"cls": (1, False), "dinov3": (1, True)}  # FeatureSet.assemble(n blocks, with mean patch token)
+
+
 @dataclass
 class KnnConfig(FeatureSettings):
     out: Path = setting(Path("runs/knn"), "output directory")
     ks: Tuple[int, ...] = setting((10, 20, 100, 200), "numbers of neighbours to try")
     temperature: float = setting(0.07, "softmax temperature of the votes")
     holdout_fraction: float = setting(0.1, "part of the train split held out to choose k")
+    features: str = setting("cls", "cls (DINO, DINOv2: the class token) or dinov3 (class token + mean patch token)",
+                            choices=tuple(KNN_FEATURES))
 
 
 @torch.no_grad()
@@ -59,8 +65,8 @@ def knn(cfg: KnnConfig, backbone=None) -> dict:
         if not info.is_main:
             return {}
     num_classes = len(prep.classes)
-    train = F.normalize(prep.train.assemble(1, False), dim=1)
-    test = F.normalize(prep.eval.assemble(1, False), dim=1)
+    train = F.normalize(prep.train.assemble(*KNN_FEATURES[cfg.features]), dim=1)
+    test = F.normalize(prep.eval.assemble(*KNN_FEATURES[cfg.features]), dim=1)
     sealed = SealedLabels(prep.eval.labels)
     keep, held = stratified_holdout(prep.train.labels, cfg.holdout_fraction, cfg.seed)
     per_k = {}
@@ -71,7 +77,7 @@ def knn(cfg: KnnConfig, backbone=None) -> dict:
     scores = knn_predict(train, prep.train.labels, test, best_k, cfg.temperature, num_classes)
     test_top1, test_top5 = _accuracy(scores, sealed.open())
     results = {"model": cfg.model, "data": cfg.data, "eval_split": prep.eval_name, "k": best_k,
-               "temperature": cfg.temperature, "test_top1": test_top1, "test_top5": test_top5,
+               "temperature": cfg.temperature, "features": cfg.features, "test_top1": test_top1, "test_top5": test_top5,
                "per_k": {str(k): v for k, v in per_k.items()}, "feature_cache": prep.cache_status,
                "backbone_weights": prep.weights, "published": prep.published,
                "seconds": time.perf_counter() - t0, "config": to_dict(cfg)}

@@ -16,6 +16,10 @@ The protocol (Oquab et al. 2023, facebookresearch/dinov2 eval/linear.py), and wh
   chosen on a stratified, seeded held-out part of the TRAIN split; the test (or val) labels stay
   sealed until then and are read once, to score the chosen head only.
 
+`recipe="dinov3"` is DINOv3's (Simeoni et al. 2025, facebookresearch/dinov3 eval/linear.py): one
+feature configuration, the last block's class token concatenated with its mean patch token (2D), and
+the same 13 learning rates and head training.
+
 `recipe="mae"` is MAE's linear probe (He et al. 2021) instead: the last block's class token,
 BatchNorm without affine parameters before the head, LARS (trust coefficient 0.001, momentum 0.9,
 no weight decay), 13 base learning rates around MAE's 0.1.
@@ -47,13 +51,15 @@ from .prepare import FeatureSettings, backbone_line, eval_processes, prepare_fea
 LEARNING_RATES = (1e-5, 2e-5, 5e-5, 1e-4, 2e-4, 5e-4, 1e-3, 2e-3, 5e-3, 1e-2, 2e-2, 5e-2, 1e-1)
 MAE_LEARNING_RATES = (1e-3, 2e-3, 5e-3, 1e-2, 2e-2, 5e-2, 1e-1, 2e-1, 5e-1, 1.0, 2.0, 5.0, 10.0)
 FEATURE_CONFIGS = ((1, False), (1, True), (4, False), (4, True))  # (last n blocks, with mean patch token)
-RECIPES = ("dinov2", "mae")
+DINOV3_FEATURES = ((1, True),)  # DINOv3: class token + mean patch token of the last block
+RECIPES = ("dinov2", "dinov3", "mae")
 
 
 @dataclass
 class ProbeConfig(FeatureSettings):
     out: Path = setting(Path("runs/linear-probe"), "output directory")
-    recipe: str = setting("dinov2", "dinov2 (52 heads: 4 feature configs x 13 lrs) or mae (BN + cls, LARS)",
+    recipe: str = setting("dinov2", "dinov2 (52 heads: 4 feature configs x 13 lrs), dinov3 (class token + mean patch "
+                                    "token x 13 lrs) or mae (BN + cls, LARS)",
                           choices=RECIPES)
     standardize: bool = setting(False, "standardise each feature dimension with the train statistics before the "
                                        "heads (not in DINOv2's protocol; see docs/probe.md)")
@@ -263,8 +269,9 @@ def _probe(cfg: ProbeConfig, prep, t0: float) -> dict:
 
     keep, held = stratified_holdout(train.labels, cfg.holdout_fraction, cfg.seed)
     fit, val = train.subset(keep), train.subset(held)
-    if cfg.recipe == "dinov2":
-        configs, lrs, optimizer, bn = FEATURE_CONFIGS, LEARNING_RATES, "sgd", False
+    if cfg.recipe in ("dinov2", "dinov3"):
+        configs = FEATURE_CONFIGS if cfg.recipe == "dinov2" else DINOV3_FEATURES
+        lrs, optimizer, bn = LEARNING_RATES, "sgd", False
     else:
         configs, lrs, optimizer, bn = ((1, False),), MAE_LEARNING_RATES, "lars", True
     iterations = cfg.iterations or max(300, math.ceil(10 * len(fit) / cfg.batch_size))

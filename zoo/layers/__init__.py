@@ -12,6 +12,7 @@ from .mlp import Mlp, SwiGLU, swiglu_hidden_features
 from .norm import LayerNorm
 from .patch_embed import PatchEmbed
 from .patch_merging import PatchMerging
+from .rope import RotaryEmbedding2d, apply_rope, rotate_half
 from .pos_embed import resample_pos_embed, sincos_1d, sincos_2d_pos_embed
 from .window_attention import (
     WindowAttention, WindowGeometry, resize_relative_position_bias_table, window_geometry, window_partition,
@@ -19,9 +20,9 @@ from .window_attention import (
 
 __all__ = [
     "Attention", "Block", "CpuFeatures", "DropPath", "LayerNorm", "LayerScale", "Linear", "Mlp", "PatchEmbed",
-    "PatchMerging", "PathChoice", "SlowPrecisionWarning", "SwiGLU", "WindowAttention", "WindowGeometry",
+    "PatchMerging", "PathChoice", "RotaryEmbedding2d", "SlowPrecisionWarning", "SwiGLU", "WindowAttention", "WindowGeometry",
     "capture_attention", "cpu_features", "drop_path", "fast_path_mode", "fast_path_report", "random_masking",
     "set_fast_paths",
-    "resample_pos_embed", "resize_relative_position_bias_table", "sincos_1d", "sincos_2d_pos_embed",
+    "apply_rope", "resample_pos_embed", "rotate_half", "resize_relative_position_bias_table", "sincos_1d", "sincos_2d_pos_embed",
     "swiglu_hidden_features", "to_2tuple", "window_geometry", "window_partition", "window_reverse",
 ]

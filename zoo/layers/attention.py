@@ -7,7 +7,7 @@ layers take the explicit softmax path and record their weights.
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Callable, Iterator, List, Optional
+from typing import Callable, Iterator, List, Optional, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -16,18 +16,24 @@ from torch import nn
 from .fast_paths import use_fast_path
 from .linear import Linear, linear
 from .norm import LayerNorm
+from .rope import apply_rope
+
+Rope = Tuple[torch.Tensor, torch.Tensor]  # (sin, cos), each (patches, head_dim): see rope.py
 
 
 class Attention(nn.Module):
     """Keys: `qkv` (one Linear for q, k and v), optional `q_norm` / `k_norm` (qk-norm), `proj`.
 
-    The projections are `zoo.layers.Linear` (oneDNN during CPU inference, see linear.py)."""
+    `qkv_bias`: True -> `qkv.bias`; "qv" -> `q_bias` and `v_bias` parameters with the key bias held at
+    zero (BEiT / EVA / DINOv3's layout, timm's `EvaAttention` keys; a key bias would add the same
+    amount to every score of a query, which the softmax removes). The projections are
+    `zoo.layers.Linear` (oneDNN during CPU inference, see linear.py)."""
 
     def __init__(
         self,
         dim: int,
         num_heads: int = 8,
-        qkv_bias: bool = False,
+        qkv_bias: Union[bool, str] = False,
         qk_norm: bool = False,
         attn_drop: float = 0.0,
         proj_drop: float = 0.0,
@@ -39,7 +45,11 @@ class Attention(nn.Module):
         self.num_heads = num_heads
         self.head_dim = dim // num_heads
         self.scale = self.head_dim**-0.5
-        self.qkv = Linear(dim, dim * 3, bias=qkv_bias)
+        if qkv_bias not in (True, False, "qv"):
+            raise ValueError(f"qkv_bias must be True, False or 'qv' (query and value biases only), got {qkv_bias!r}")
+        self.qkv = Linear(dim, dim * 3, bias=qkv_bias is True)
+        self.q_bias = nn.Parameter(torch.zeros(dim)) if qkv_bias == "qv" else None
+        self.v_bias = nn.Parameter(torch.zeros(dim)) if qkv_bias == "qv" else None
         self.q_norm = norm_layer(self.head_dim) if qk_norm else nn.Identity()
         self.k_norm = norm_layer(self.head_dim) if qk_norm else nn.Identity()
         self.attn_drop = attn_drop
@@ -50,28 +60,45 @@ class Attention(nn.Module):
     def _heads(self, t: torch.Tensor) -> torch.Tensor:  # (B, L, D) -> (B, heads, L, head_dim)
         return t.unflatten(-1, (self.num_heads, self.head_dim)).transpose(1, 2)
 
-    def forward(self, x: torch.Tensor, attn_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """(B, N, D) -> (B, N, D). `attn_mask` is added to the attention logits (bool: True = attend),
-        as in SDPA."""
-        B, N, D = x.shape
-        q, k, v = self.qkv(x).view(B, N, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
-        return self._attend(q, k, v, attn_mask)
+    def _qkv_bias(self) -> Optional[torch.Tensor]:
+        """The (3D,) bias of the fused projection: `qkv.bias`, or [q_bias, 0, v_bias], or None."""
+        if self.q_bias is None:
+            return self.qkv.bias
+        return torch.cat((self.q_bias, torch.zeros_like(self.q_bias), self.v_bias))
 
-    def _forward_first_rows(self, x: torch.Tensor, rows: int,
-                            attn_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """(B, N, D) -> (B, rows, D): `forward(x)[:, :rows]` with queries for those tokens only (keys and
-        values for all): same weights, fewer FLOPs. For a model whose head reads only the first tokens."""
+    def forward(self, x: torch.Tensor, attn_mask: Optional[torch.Tensor] = None,
+                rope: Optional[Rope] = None) -> torch.Tensor:
+        """(B, N, D) -> (B, N, D). `attn_mask` is added to the attention logits (bool: True = attend),
+        as in SDPA. `rope` = (sin, cos) rotates the queries and keys of the last tokens (the patches;
+        see `zoo.layers.rope.apply_rope`)."""
         B, N, D = x.shape
-        w, b = self.qkv.weight, self.qkv.bias
+        bias = self._qkv_bias()
+        qkv = self.qkv(x) if bias is self.qkv.bias else linear(x, self.qkv.weight, bias)
+        q, k, v = qkv.view(B, N, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
+        return self._attend(q, k, v, attn_mask, rope)
+
+    def _forward_first_rows(self, x: torch.Tensor, rows: int, attn_mask: Optional[torch.Tensor] = None,
+                            rope: Optional[Rope] = None) -> torch.Tensor:
+        """(B, N, D) -> (B, rows, D): `forward(x)[:, :rows]` with queries for those tokens only (keys and
+        values for all): same weights, fewer FLOPs. For a model whose head reads only the first tokens;
+        with `rope` those must be prefix tokens (not rotated)."""
+        B, N, D = x.shape
+        w, b = self.qkv.weight, self._qkv_bias()
+        if rope is not None and rows > N - rope[0].shape[0]:
+            raise ValueError(f"first {rows} rows include rotated patch tokens; only prefix tokens can be asked for")
         q = self._heads(linear(x[:, :rows], w[:D], None if b is None else b[:D]))
         k, v = linear(x, w[D:], None if b is None else b[D:]).view(
             B, N, 2, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
-        return self._attend(q, k, v, attn_mask)
+        return self._attend(q, k, v, attn_mask, rope)
 
     def _attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-                attn_mask: Optional[torch.Tensor]) -> torch.Tensor:
-        """(B, heads, L, head_dim) queries, (B, heads, N, head_dim) keys and values -> (B, L, D) projected."""
+                attn_mask: Optional[torch.Tensor], rope: Optional[Rope] = None) -> torch.Tensor:
+        """(B, heads, L, head_dim) queries, (B, heads, N, head_dim) keys and values -> (B, L, D) projected.
+        With `rope`, keys are rotated, and queries when they are the whole sequence (L == N)."""
         q, k = self.q_norm(q), self.k_norm(k)
+        if rope is not None:
+            q = apply_rope(q, rope) if q.shape[-2] == k.shape[-2] else q
+            k = apply_rope(k, rope)
 
         dropout_p = self.attn_drop if self.training else 0.0
         if self.attn_sink is None and not _prefer_explicit(q):

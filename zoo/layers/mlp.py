@@ -41,20 +41,25 @@ class Mlp(nn.Module):
         return self.drop(self.fc2(x))
 
 
-def swiglu_hidden_features(mlp_hidden_features: int) -> int:
-    """DINOv2's SwiGLU width: 2/3 of the plain MLP's hidden size, rounded up to a multiple of 8.
+def swiglu_hidden_features(mlp_hidden_features: int, align_to: int = 8) -> int:
+    """The DINOv2 / DINOv3 SwiGLU width: 2/3 of the plain MLP's hidden size, rounded up to a multiple of
+    `align_to` (8; DINOv3's 7B: 64).
 
     ViT-g/14: dim 1536, MLP width 4 * 1536 = 6144 -> 4096 per half (fc1 1536 -> 8192, fc2 4096 -> 1536).
+    DINOv3 ViT-H+/16: dim 1280, MLP ratio 6 -> 7680 -> 5120 per half.
     """
-    return (int(mlp_hidden_features * 2 / 3) + 7) // 8 * 8
+    return -(-int(mlp_hidden_features * 2 / 3) // align_to) * align_to
 
 
 class SwiGLU(nn.Module):
-    """SwiGLU feed-forward as in DINOv2 giant: `fc2(silu(a) * b)` where `[a, b] = fc1(x)`.
+    """SwiGLU feed-forward as in DINOv2 giant and DINOv3 S+/H+/7B: `fc2(silu(a) * b)`, a the gate and
+    b the value projection of x.
 
-    `fc1` packs both halves in one Linear (DINOv2's `w12`, timm's `SwiGLUPacked.fc1`), so the keys
-    are `fc1` / `fc2` and timm's weights load unchanged. `hidden_features` is the width a plain MLP
-    would have (dim * mlp_ratio); each half gets 2/3 of it, as in DINOv2 (`swiglu_hidden_features`).
+    `packed=True`: one Linear `fc1` computes [a, b] (DINOv2's `w12`, timm's `SwiGLUPacked.fc1`), keys
+    `fc1` / `fc2`. `packed=False`: two Linears `fc1_g` (gate) and `fc1_x` (value), timm's `SwiGLU` keys
+    as its DINOv3 models use them (the original's `w1` / `w2` / `w3`). `hidden_features` is the width a
+    plain MLP would have (dim * mlp_ratio); each half gets 2/3 of it rounded up to `align_to`, as in
+    DINOv2 and DINOv3 (`swiglu_hidden_features`).
     """
 
     def __init__(
@@ -64,16 +69,26 @@ class SwiGLU(nn.Module):
         out_features: Optional[int] = None,
         bias: bool = True,
         drop: float = 0.0,
+        packed: bool = True,
+        align_to: int = 8,
     ) -> None:
         super().__init__()
-        hidden_features = swiglu_hidden_features(hidden_features or 4 * in_features)
+        hidden_features = swiglu_hidden_features(hidden_features or 4 * in_features, align_to)
         out_features = out_features or in_features
         self.hidden_features = hidden_features
-        self.fc1 = Linear(in_features, 2 * hidden_features, bias=bias)
+        if packed:
+            self.fc1 = Linear(in_features, 2 * hidden_features, bias=bias)
+        else:
+            self.fc1_g = Linear(in_features, hidden_features, bias=bias)
+            self.fc1_x = Linear(in_features, hidden_features, bias=bias)
+        self.packed = packed
         self.fc2 = Linear(hidden_features, out_features, bias=bias)
         self.drop = nn.Dropout(drop)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, N, D) -> (B, N, D_out)
-        gate, value = self.fc1(x).chunk(2, dim=-1)  # 2 x (B, N, H)
+        if self.packed:
+            gate, value = self.fc1(x).chunk(2, dim=-1)  # 2 x (B, N, H)
+        else:
+            gate, value = self.fc1_g(x), self.fc1_x(x)
         x = self.drop(F.silu(gate) * value)
         return self.drop(self.fc2(x))

@@ -1,5 +1,6 @@
-"""What the families' feature APIs share: choosing the blocks or stages asked for, and DINOv2's
-`get_intermediate_layers` over a ViT's blocks."""
+"""What the families' feature APIs share: choosing the blocks or stages asked for, DINOv2's
+`get_intermediate_layers` and timm's `forward_intermediates` / `prune_intermediate_layers` over a
+ViT's blocks, and the `features_only` backbone (`FeatureBackbone`) over any family that has them."""
 from __future__ import annotations
 
 from typing import List, Optional, Sequence, Tuple, Union
@@ -40,10 +41,11 @@ def intermediate_layers(model: nn.Module, x: torch.Tensor, n: Union[int, Sequenc
         raise ValueError("return_class_token=True but this model has no class token")
     B = x.shape[0]
     grid = model.patch_embed.feat_size(tuple(x.shape[-2:])) if x.ndim == 4 else None
+    rope = model._rope(x)
     x = model._embed(x)
     outputs = []
     for i, block in enumerate(model.blocks[: take[-1] + 1]):
-        x = model._block(block, x)
+        x = model._block(block, x, rope=rope)
         if i in take:
             outputs.append(model.norm(x) if norm else x)
     class_tokens = [out[:, 0] for out in outputs]
@@ -69,10 +71,11 @@ def vit_intermediates(model: nn.Module, x: torch.Tensor, indices: Indices = None
     take = take_indices(len(model.blocks), indices)
     B = x.shape[0]
     grid = model.patch_embed.feat_size(tuple(x.shape[-2:]))
+    rope = model._rope(x)
     x = model._embed(x)
     outputs = []
     for i, block in enumerate(model.blocks[: take[-1] + 1] if stop_early or intermediates_only else model.blocks):
-        x = model._block(block, x)
+        x = model._block(block, x, rope=rope)
         if i in take:
             outputs.append(model.norm(x) if norm else x)
     prefix = [out[:, :model.num_prefix_tokens] for out in outputs]
@@ -96,3 +99,75 @@ def prune_vit_layers(model: nn.Module, indices: Indices = 1, prune_norm: bool = 
         model.fc_norm = nn.Identity()
         model.reset_classifier(0, "")
     return take
+
+
+class FeatureInfo:
+    """What each output of a feature backbone is, with timm's accessors: `channels()`, `reduction()`
+    (input pixels per map pixel) and `module_name()`, each a list in output order (or one item with an
+    index). Built from the model's `feature_info` entries (dicts with num_chs, reduction, module)."""
+
+    def __init__(self, entries: Sequence[dict]) -> None:
+        self.entries = [dict(e) for e in entries]
+
+    def _get(self, key: str, idx: Optional[int]):
+        return self.entries[idx][key] if idx is not None else [e[key] for e in self.entries]
+
+    def channels(self, idx: Optional[int] = None):
+        return self._get("num_chs", idx)
+
+    def reduction(self, idx: Optional[int] = None):
+        return self._get("reduction", idx)
+
+    def module_name(self, idx: Optional[int] = None):
+        return self._get("module", idx)
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def __repr__(self) -> str:
+        return f"FeatureInfo({self.entries})"
+
+
+class FeatureBackbone(nn.Module):
+    """A model as a dense-feature backbone (`zoo.create(name, features_only=True, out_indices=...)`,
+    as timm's `features_only`): `forward(x)` returns a list of NCHW maps `(B, C_i, H / r_i, W / r_i)`,
+    one per index of `out_indices` (ViT family: blocks, all of width D at the patch stride; Swin:
+    stages, strides 4 to 32), through the model's `forward_intermediates`. Blocks or stages after the
+    last one asked for, and the head, are removed (`prune_intermediate_layers`); with `norm=True` the
+    final norm is applied to every map (ViT) or the last stage's (Swin). `feature_info` describes the
+    outputs (FeatureInfo); an MAE model gives its encoder's. The model's keys sit under `model.` (timm's
+    FeatureGetterNet); the model's
+    `set_grad_checkpointing` works through it. Raises ValueError for indices out of range and
+    TypeError for a model without `forward_intermediates`."""
+
+    def __init__(self, model: nn.Module, out_indices: Indices = None, norm: bool = False) -> None:
+        super().__init__()
+        if hasattr(model, "forward_encoder"):  # an MAE: its encoder, on whole images
+            model = model.encoder
+        if not hasattr(model, "forward_intermediates") or not hasattr(model, "prune_intermediate_layers"):
+            raise TypeError(f"{type(model).__name__} has no forward_intermediates: it cannot be a feature backbone")
+        units = model.blocks if hasattr(model, "blocks") else model.layers
+        if out_indices is None:  # timm's defaults: the last 3 blocks of a ViT, every stage of a hierarchy
+            out_indices = 3 if hasattr(model, "blocks") else len(units)
+        self.out_indices = model.prune_intermediate_layers(out_indices, prune_norm=not norm, prune_head=True)
+        self.norm = norm
+        self.model = model
+        self.feature_info = FeatureInfo([_unit_info(model, i) for i in self.out_indices])
+        self.zoo_config = getattr(model, "zoo_config", None)
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Recompute activations in the backward pass (the model's own switch)."""
+        self.model.set_grad_checkpointing(enable)
+
+    def forward(self, x: torch.Tensor) -> List[torch.Tensor]:
+        """(B, C, H, W) images -> [(B, C_i, h_i, w_i)] maps, one per `out_indices`."""
+        return self.model.forward_intermediates(x, self.out_indices, norm=self.norm, output_fmt="NCHW",
+                                                intermediates_only=True)
+
+
+def _unit_info(model: nn.Module, index: int) -> dict:
+    """feature_info entry of block / stage `index`: from the model's list (Swin) or its patch size (ViT)."""
+    listed = getattr(model, "feature_info", None)
+    if isinstance(listed, list) and index < len(listed):
+        return listed[index]
+    return dict(num_chs=model.embed_dim, reduction=model.patch_embed.patch_size[0], module=f"blocks.{index}")

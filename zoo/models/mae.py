@@ -130,6 +130,11 @@ class MaskedAutoencoder(nn.Module):
         self.encoder.set_grad_checkpointing(enable)
 
     # ------------------------------------------------------------------------------------ forward
+    def forward_intermediates(self, x: torch.Tensor, *args, **kwargs):
+        """The encoder's blocks on the whole image (no masking), with timm's `forward_intermediates`
+        arguments and results (`VisionTransformer.forward_intermediates`)."""
+        return self.encoder.forward_intermediates(x, *args, **kwargs)
+
     def patchify(self, imgs: torch.Tensor) -> torch.Tensor:
         return patchify(imgs, self.patch_size)
 

@@ -352,3 +352,16 @@ class SwinTransformer(nn.Module):
         if intermediates_only:
             return maps
         return (self.norm(x) if run == self.num_layers else x), maps
+
+    def prune_intermediate_layers(self, indices: Optional[Union[int, Sequence[int]]] = 1, prune_norm: bool = False,
+                                  prune_head: bool = True) -> List[int]:
+        """timm's: drop the stages after the last of `indices` (the final norm too when that stage goes, or
+        with `prune_norm`) and with `prune_head` the head; returns the stage indices kept."""
+        take = take_indices(self.num_layers, indices, "stage")
+        if prune_head:
+            self.reset_classifier(0, "")
+        if prune_norm or take[-1] < self.num_layers - 1:
+            self.norm = nn.Identity()
+        self.layers = self.layers[: take[-1] + 1]
+        self.num_layers = len(self.layers)
+        return take

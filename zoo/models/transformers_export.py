@@ -13,6 +13,7 @@ import torch
 
 from ..helpers import to_2tuple
 from ..specs import ConversionError
+from .dinov3_checkpoints import to_transformers as dinov3_to_transformers
 
 StateDict = Dict[str, torch.Tensor]
 
@@ -38,7 +39,10 @@ def vit_to_transformers(args: Mapping[str, Any], state_dict: StateDict) -> Tuple
     positions load as values, too), DeiT (distilled: DeiTModel / DeiTForImageClassificationWithTeacher),
     Dinov2 or Dinov2WithRegisters (backbones: Dinov2Model; a model with LayerScale or registers is written
     as one). Raises ConversionError for average pooling, qk-norm, no class token, SwiGLU without
-    LayerScale, or a classifier on a DINOv2 backbone."""
+    LayerScale, or a classifier on a DINOv2 backbone. A DINOv3 model (RoPE) is written as DINOv3ViTModel
+    (`dinov3_checkpoints.to_transformers`)."""
+    if args.get("pos_embed") == "rope":
+        return dinov3_to_transformers(args, state_dict)
     num_classes, dim = int(args.get("num_classes", 0)), int(args["embed_dim"])
     layer_scale, reg = args.get("init_values") is not None, int(args.get("reg_tokens", 0))
     if args.get("global_pool", "token") != "token" or args.get("fc_norm"):

@@ -6,6 +6,10 @@ One class covers all three; the registry's arguments pick the variant:
   second head; at inference the two heads' logits are averaged.
 - DINOv2 (Oquab et al. 2023): patch 14 at 518, LayerScale (`init_values`), register tokens
   (`reg_tokens`, which carry no position: `no_embed_class=True`), SwiGLU for ViT-g (`mlp_layer="swiglu"`).
+- DINOv3 (Simeoni et al. 2025): patch 16, 4 registers, no position table but 2D RoPE on the patch
+  tokens (`pos_embed="rope"`, zoo/layers/rope.py), query/value biases only (`qkv_bias="qv"`, the
+  `_qkvb` variants), split SwiGLU for S+/H+/7B (`mlp_layer="swiglu_split"`), LayerScale stored as
+  `gamma_1`/`gamma_2` (`ls_layout="gamma"`): timm's EVA keys for these models.
 
 State-dict keys are timm's (`patch_embed.proj`, `cls_token`, `dist_token`, `reg_token`, `pos_embed`,
 `blocks.N.*`, `norm`, `fc_norm`, `head`, `head_dist`), so weights move between zoo and timm unchanged.
@@ -13,24 +17,27 @@ State-dict keys are timm's (`patch_embed.proj`, `cls_token`, `dist_token`, `reg_
 from __future__ import annotations
 
 from functools import partial
-from typing import Dict, Optional, Set, Tuple, Union
+from typing import Callable, Dict, Optional, Set, Tuple, Union
 
 import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from ..layers import Block, LayerNorm, Linear, Mlp, PatchEmbed, SwiGLU, resample_pos_embed, sincos_2d_pos_embed, to_2tuple
+from ..layers import (
+    Block, LayerNorm, Linear, Mlp, PatchEmbed, RotaryEmbedding2d, SwiGLU, resample_pos_embed, sincos_2d_pos_embed,
+    to_2tuple)
+from ..layers.attention import Rope
 from ..layers.pos_embed import POS_EMBED_RESAMPLE_METHODS, check_resample_method
 from ..specs import check_blocks
 from .features import intermediate_layers, prune_vit_layers, vit_intermediates
 
-MLP_LAYERS = {"mlp": Mlp, "swiglu": SwiGLU}
+MLP_LAYERS = {"mlp": Mlp, "swiglu": SwiGLU, "swiglu_split": partial(SwiGLU, packed=False)}
 GLOBAL_POOLS = ("token", "avg", "")
-POS_EMBEDS = ("learn", "sincos", "none")
+POS_EMBEDS = ("learn", "sincos", "rope", "none")
 
 
 class VisionTransformer(nn.Module):
-    """ViT / DeiT / DINOv2.
+    """ViT / DeiT / DINOv2 / DINOv3.
 
     Args:
         img_size: input size, int or (height, width).
@@ -39,16 +46,22 @@ class VisionTransformer(nn.Module):
         num_classes: classifier outputs; 0 for a backbone without head (`forward` returns features).
         global_pool: 'token' (class token), 'avg' (mean of patch tokens, then `fc_norm`) or '' (no pooling).
         embed_dim, depth, num_heads, mlp_ratio: transformer width, blocks, heads, MLP expansion.
-        qkv_bias: bias in the qkv projection.  qk_norm: LayerNorm on queries and keys per head.
+        qkv_bias: bias in the qkv projection: True, False or "qv" (query and value only, DINOv3's
+            `_qkvb`).  qk_norm: LayerNorm on queries and keys per head.
         class_token: prepend a learned class token.  reg_tokens: number of register tokens (DINOv2).
         no_embed_class: positions cover the patch tokens only; prefix tokens get none.
-        pos_embed: 'learn' (learned), 'sincos' (fixed 2D sin-cos, MAE) or 'none'.
+        pos_embed: 'learn' (learned), 'sincos' (fixed 2D sin-cos, MAE), 'rope' (DINOv3's 2D rotary
+            embedding of the patch tokens in every attention layer, no table) or 'none'.
+        rope_base: RoPE period base (DINOv3: 100).  rope_shift, rope_jitter, rope_rescale: its
+            training-time coordinate augmentations (`zoo.layers.RotaryEmbedding2d`), off in eval.
         init_values: LayerScale initial value; None disables LayerScale.
         fc_norm: norm after pooling instead of before it; default: on for 'avg' pooling.
         drop_rate: head dropout.  pos_drop_rate, proj_drop_rate, attn_drop_rate: other dropouts.
         drop_path_rate: stochastic depth, rising linearly to this value at the last block.
         distilled: DeiT distillation token and second head (needs class token and 'token' pooling).
-        mlp_layer: 'mlp' (GELU) or 'swiglu' (DINOv2 giant).
+        mlp_layer: 'mlp' (GELU), 'swiglu' (DINOv2 giant: packed `fc1`) or 'swiglu_split' (DINOv3:
+            `fc1_g` / `fc1_x`).  swiglu_align_to: SwiGLU width rounding (8; DINOv3 7B: 64).
+        ls_layout: LayerScale keys: 'ls' (`ls1.gamma`, timm's ViT) or 'gamma' (`gamma_1`, timm's EVA / DINOv3).
         dynamic_img_size: accept any input size divisible by the patch; positions are resampled.
         dynamic_img_pad: with dynamic_img_size, accept any size; the image is padded right/bottom.
         dynamic_img_crop: with dynamic_img_size, accept any size; pixels right/bottom of the last whole
@@ -71,12 +84,16 @@ class VisionTransformer(nn.Module):
         depth: int = 12,
         num_heads: int = 12,
         mlp_ratio: float = 4.0,
-        qkv_bias: bool = True,
+        qkv_bias: Union[bool, str] = True,
         qk_norm: bool = False,
         class_token: bool = True,
         reg_tokens: int = 0,
         no_embed_class: bool = False,
         pos_embed: str = "learn",
+        rope_base: float = 100.0,
+        rope_shift: Optional[float] = None,
+        rope_jitter: Optional[float] = None,
+        rope_rescale: Optional[float] = None,
         init_values: Optional[float] = None,
         fc_norm: Optional[bool] = None,
         drop_rate: float = 0.0,
@@ -86,6 +103,8 @@ class VisionTransformer(nn.Module):
         drop_path_rate: float = 0.0,
         distilled: bool = False,
         mlp_layer: str = "mlp",
+        swiglu_align_to: int = 8,
+        ls_layout: str = "ls",
         dynamic_img_size: bool = False,
         dynamic_img_pad: bool = False,
         dynamic_img_crop: bool = False,
@@ -118,8 +137,10 @@ class VisionTransformer(nn.Module):
         self.reg_token = _zeros(reg_tokens, embed_dim) if reg_tokens else None
         # A fixed 'sincos' table is still a (frozen) parameter so checkpoints carry `pos_embed` as in MAE.
         rows = (0 if no_embed_class else self.num_prefix_tokens) + self.patch_embed.num_patches
-        self.pos_embed = _zeros(rows, embed_dim, pos_embed == "learn") if pos_embed != "none" else None
+        self.pos_embed = _zeros(rows, embed_dim, pos_embed == "learn") if pos_embed in ("learn", "sincos") else None
         self.pos_embed_type = pos_embed
+        self.rope = RotaryEmbedding2d(embed_dim // num_heads, rope_base, shift=rope_shift, jitter=rope_jitter,
+                                      rescale=rope_rescale) if pos_embed == "rope" else None
         self.pos_drop = nn.Dropout(pos_drop_rate)
 
         norm_layer = partial(LayerNorm, eps=norm_eps)
@@ -127,7 +148,8 @@ class VisionTransformer(nn.Module):
         self.blocks = nn.Sequential(*[
             Block(embed_dim, num_heads, mlp_ratio=mlp_ratio, qkv_bias=qkv_bias, qk_norm=qk_norm,
                   proj_drop=proj_drop_rate, attn_drop=attn_drop_rate, init_values=init_values,
-                  drop_path=dpr[i], norm_layer=norm_layer, mlp_layer=MLP_LAYERS[mlp_layer])
+                  drop_path=dpr[i], norm_layer=norm_layer, mlp_layer=_mlp_layer(mlp_layer, swiglu_align_to),
+                  ls_layout=ls_layout)
             for i in range(depth)])
         self.norm = norm_layer(embed_dim) if not use_fc_norm else nn.Identity()
         self.fc_norm = norm_layer(embed_dim) if use_fc_norm else nn.Identity()
@@ -184,24 +206,31 @@ class VisionTransformer(nn.Module):
         """(B, C, H, W) images -> (B, prefix + N, D) tokens with positions added."""
         return self.pos_drop(_embed_tokens(self, x))
 
-    def _block(self, block: nn.Module, x: torch.Tensor, rows: Optional[int] = None) -> torch.Tensor:
+    def _rope(self, x: torch.Tensor) -> Optional[Rope]:
+        """(B, C, H, W) images -> the rotary (sin, cos) tables for their patch grid, or None without RoPE."""
+        if self.rope is None:
+            return None
+        return self.rope(self.patch_embed.feat_size(tuple(x.shape[-2:])))
+
+    def _block(self, block: nn.Module, x: torch.Tensor, rows: Optional[int] = None,
+               rope: Optional[Rope] = None) -> torch.Tensor:
         """One block, checkpointed when asked; with `rows`, only the first `rows` tokens' outputs."""
-        fn = block if rows is None else (lambda t: block._forward_first_rows(t, rows))
+        fn = partial(block, rope=rope) if rows is None else partial(block._forward_first_rows, rows=rows, rope=rope)
         if self.grad_checkpointing and torch.is_grad_enabled() and not torch.jit.is_scripting():
             return checkpoint(fn, x, use_reentrant=False)
         return fn(x)
 
-    def forward_tokens(self, x: torch.Tensor) -> torch.Tensor:
+    def forward_tokens(self, x: torch.Tensor, rope: Optional[Rope] = None) -> torch.Tensor:
         """(B, T, D) embedded tokens -> (B, T, D) after every block, before the final norm.
 
         For callers that build their own token sequence (MAE feeds only the visible patches)."""
         for block in self.blocks:
-            x = self._block(block, x)
+            x = self._block(block, x, rope=rope)
         return x
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C, H, W) -> (B, prefix + N, D): every token after the last block and the final norm."""
-        return self.norm(self.forward_tokens(self._embed(x)))
+        return self.norm(self.forward_tokens(self._embed(x), self._rope(x)))
 
     def pool(self, x: torch.Tensor) -> torch.Tensor:
         """(B, T, D) -> (B, D) by the model's global_pool; '' returns the tokens unchanged."""
@@ -214,13 +243,7 @@ class VisionTransformer(nn.Module):
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         """Tokens from `forward_features` -> logits, or pooled features with `pre_logits=True`."""
         if self.distilled:
-            cls, dist = self.head_drop(x[:, 0]), self.head_drop(x[:, 1])
-            if pre_logits:
-                return (cls + dist) / 2
-            cls, dist = self.head(cls), self.head_dist(dist)
-            if self.distilled_training and self.training:
-                return cls, dist  # type: ignore[return-value]
-            return (cls + dist) / 2
+            return _distilled_head(self, x, pre_logits)
         x = self.head_drop(self.fc_norm(self.pool(x)))
         return x if pre_logits else self.head(x)
 
@@ -231,11 +254,12 @@ class VisionTransformer(nn.Module):
         computes just those rows; the others cannot reach the output. The result equals
         `forward_head(forward_features(x))`, for less work.
         """
+        rope = self._rope(x)
         x = self._embed(x)
         head_tokens = 1 + int(self.distilled) if self.global_pool == "token" else None
         last = len(self.blocks) - 1
         for i, block in enumerate(self.blocks):
-            x = self._block(block, x, head_tokens if i == last else None)
+            x = self._block(block, x, head_tokens if i == last else None, rope)
         return self.forward_head(self.norm(x))
 
     # the feature APIs people use (zoo/models/features.py): DINOv2's and timm's
@@ -256,6 +280,23 @@ def _check_args(global_pool: str, class_token: bool, pos_embed: str, mlp_layer: 
         raise ValueError(f"need reg_tokens >= 0, depth >= 1, num_classes >= 0; got {reg_tokens}, {depth}, "
                          f"{num_classes}")
     check_blocks("depth", depth)
+
+
+def _distilled_head(model: VisionTransformer, x: torch.Tensor, pre_logits: bool) -> torch.Tensor:
+    """DeiT's two heads on the class and distillation tokens of `x` (B, T, D): their mean (logits or
+    pre-logit features), or both logits while training with `distilled_training`."""
+    cls, dist = model.head_drop(x[:, 0]), model.head_drop(x[:, 1])
+    if pre_logits:
+        return (cls + dist) / 2
+    cls, dist = model.head(cls), model.head_dist(dist)
+    if model.distilled_training and model.training:
+        return cls, dist  # type: ignore[return-value]
+    return (cls + dist) / 2
+
+
+def _mlp_layer(name: str, swiglu_align_to: int) -> Callable[..., nn.Module]:
+    """The block's feed-forward class for `mlp_layer`, SwiGLU widths rounded to `swiglu_align_to`."""
+    return MLP_LAYERS[name] if name == "mlp" else partial(MLP_LAYERS[name], align_to=swiglu_align_to)
 
 
 def _zeros(rows: int, dim: int, learned: bool = True) -> nn.Parameter:
