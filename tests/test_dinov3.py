@@ -205,3 +205,14 @@ def test_cli_lists_and_describes(capsys):
     assert main(["info", "dinov3_vitb16"]) == 0
     info = capsys.readouterr().out
     assert "vit_base_patch16_dinov3" in info and "dinov3-license" in info and "85,641,216" in info
+
+
+def test_timm_format_export_loads_in_timm_with_zoos_pooling_and_padding(tmp_path):
+    """`format="timm"` writes what zoo's variant chose where timm's builder defaults otherwise (class-token
+    pooling, padded partial patches), so timm's `local-dir:` load gives zoo's outputs."""
+    ours = randomize_(zoo.create("vit_small_patch16_dinov3", depth=2)).eval()
+    zoo.save_pretrained(ours, tmp_path, format="timm")
+    ref = timm.create_model(f"local-dir:{tmp_path}", pretrained=True).eval()
+    x = torch.randn(2, 3, 230, 250)
+    with torch.no_grad():
+        assert max_diff(ours(x), ref(x)) < 1e-4

@@ -50,6 +50,8 @@ def _mlp_args(dim: int, hidden: int, gated: bool) -> Dict[str, Any]:
     """Builder arguments giving an MLP of `hidden` units: mlp_ratio (and SwiGLU's layer and rounding)."""
     if not gated:
         return {"mlp_ratio": hidden / dim}
+    # 8 as DINOv3 rounds; past 4096 units its 7B's 64 where the width allows, so such a checkpoint is recognised
+    # as the registry's vit_7b_patch16_dinov3 (the width is the same either way)
     align = 64 if hidden % 64 == 0 and hidden > 4096 else (8 if hidden % 8 == 0 else 1)
     ratio = hidden * 3 / (2 * dim)
     if swiglu_hidden_features(int(dim * ratio), align) != hidden:

@@ -149,6 +149,12 @@ def _write_timm_config(path: Path, model: nn.Module, cfg: Mapping[str, Any], ful
     model_args = {k: tuple(v) if isinstance(v, list) else v for k, v in model_args.items()}
     with torch.device("meta"):
         reference = timm.create_model(name, pretrained=False, **model_args)
+        # where zoo's variant chose otherwise than timm's builder (DINOv3: class-token pooling, padding of
+        # partial patches), say so in model_args, so timm builds what zoo saved
+        chosen = {k: v for k, v in _behaviour(model).items() if v is not None and _behaviour(reference).get(k) != v}
+        if chosen:
+            model_args.update(chosen)
+            reference = timm.create_model(name, pretrained=False, **model_args)
     inp = cfg["input"]
     reference.pretrained_cfg = dict(reference.pretrained_cfg, tag=cfg.get("tag"), license=license)
     data_config = {"input_size": (full_args.get("in_chans", 3), *inp["img_size"]), "interpolation": inp["interpolation"],
@@ -157,6 +163,13 @@ def _write_timm_config(path: Path, model: nn.Module, cfg: Mapping[str, Any], ful
     labels = cfg.get("label_names")
     save_config_for_hf(reference, str(path), model_config={"label_names": list(labels)} if labels else None,
                        model_args=_jsonable_args(model_args), data_config=data_config)
+
+
+def _behaviour(model: nn.Module) -> Dict[str, Any]:
+    """The builder arguments timm and zoo may default differently: pooling and padding of partial patches."""
+    embed = getattr(model, "patch_embed", None)
+    return {"global_pool": getattr(model, "global_pool", None),
+            "dynamic_img_pad": getattr(embed, "dynamic_img_pad", None) if hasattr(model, "cls_token") else None}
 
 
 def _write_transformers_config(save_dir: Path, model: nn.Module, cfg: Mapping[str, Any], family: Family,
