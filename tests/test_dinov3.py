@@ -17,23 +17,25 @@ from conftest import max_diff, randomize_
 SIZES = [(224, 224), (320, 480), (230, 250)]
 
 
-def timm_pair(name, depth, **extra):
+def timm_pair(name, **arch):
     """timm's model (random weights, class-token pooling as the original) and zoo's with its weights."""
-    ref = randomize_(timm.create_model(name, depth=depth, global_pool="token", dynamic_img_pad=True, **extra)).eval()
-    ours = zoo.create(name, depth=depth, **extra).eval()
+    ref = randomize_(timm.create_model(name, global_pool="token", dynamic_img_pad=True, **arch)).eval()
+    ours = zoo.create(name, **arch).eval()
     ours.load_state_dict(ref.state_dict(), strict=True)
     return ours, ref
 
 
-# Every variant at reduced depth (1 block for the widest) on a small input; the full parameter counts
-# are compared on the meta device below.
-DEPTHS = {"small": 2, "small_plus": 2, "base": 1, "large": 1, "huge_plus": 1, "7b": 1}
+# Every variant at reduced depth on a small input, H+ and 7B also at a reduced width with their own
+# head width, MLP ratio, SwiGLU and rounding; the full parameter counts and key shapes are compared on
+# the meta device below.
+SMALLER = {"small": dict(depth=2), "small_plus": dict(depth=2), "base": dict(depth=1), "large": dict(depth=1),
+           "huge_plus": dict(depth=1, embed_dim=256, num_heads=4), "7b": dict(depth=1, embed_dim=256, num_heads=2)}
 
 
 @pytest.mark.parametrize("name", sorted(n for n in zoo.list_models("*dinov3*")))
 def test_every_variant_matches_timm(name):
     size = re.search(r"vit_(\w+?)_patch16", name).group(1)
-    ours, ref = timm_pair(name, DEPTHS[size])
+    ours, ref = timm_pair(name, **SMALLER[size])
     x = torch.randn(1, 3, 48, 64)
     with torch.no_grad():
         assert max_diff(ours(x), ref(x)) < 1e-4
@@ -53,13 +55,13 @@ def test_full_size_parameter_counts_match_timm():
 
 @pytest.mark.parametrize("name", ["vit_small_patch16_dinov3", "vit_small_plus_patch16_dinov3_qkvb"])
 def test_outputs_features_and_intermediates_at_three_sizes(name):
-    ours, ref = timm_pair(name, depth=3)
+    ours, ref = timm_pair(name, depth=2)
     for size in SIZES:
-        x = torch.randn(2, 3, *size)
+        x = torch.randn(1, 3, *size)
         with torch.no_grad():
             assert max_diff(ours(x), ref(x)) < 1e-4
             assert max_diff(ours.forward_features(x), ref.forward_features(x)) < 1e-4
-            for kwargs in (dict(indices=[0, 2], return_prefix_tokens=True), dict(indices=2, norm=True, output_fmt="NLC")):
+            for kwargs in (dict(indices=[0, 1], return_prefix_tokens=True), dict(indices=1, norm=True, output_fmt="NLC")):
                 (fa, got), (fb, want) = ours.forward_intermediates(x, **kwargs), ref.forward_intermediates(x, **kwargs)
                 assert max_diff(fa, fb) < 1e-4 and len(got) == len(want)
                 for a, b in zip(got, want):
@@ -157,6 +159,14 @@ def test_rope_geometry_and_augmentation():
         RotaryEmbedding2d(6)
     with pytest.raises(ValueError, match="factor >= 1"):
         RotaryEmbedding2d(8, jitter=0.5)
+
+
+def test_bf16_model_keeps_float32_rope_periods():
+    model = zoo.create("vit_small_patch16_dinov3", depth=1).to(torch.bfloat16)
+    assert model.rope.periods.dtype == torch.float32
+    assert torch.equal(model.rope.periods, RotaryEmbedding2d(64).periods)
+    with torch.no_grad():
+        assert model(torch.randn(1, 3, 32, 48, dtype=torch.bfloat16)).dtype == torch.bfloat16
 
 
 def test_gradient_checkpointing_gives_the_same_gradients():

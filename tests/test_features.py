@@ -96,6 +96,8 @@ def test_features_only_prunes_and_checks():
         zoo.create("vit_small_patch16_224", depth=6, img_size=64, features_only=True, out_indices=(7,))
     with pytest.raises(TypeError, match="out_indices"):  # only with features_only
         zoo.create("vit_small_patch16_224", depth=2, out_indices=(1,))
+    with pytest.raises(ValueError, match="features_only backbone"):
+        zoo.save_pretrained(backbone, "unused")
 
 
 def test_swin_prune_matches_timm():
@@ -140,3 +142,32 @@ def test_gradient_checkpointing_through_features_only(name):
         sum(m.square().mean() for m in backbone(x)).backward()
         grads.append(torch.cat([p.grad.flatten() for p in backbone.parameters() if p.grad is not None]))
     assert max_diff(*grads) < 1e-5 and grads[0].abs().sum() > 0
+
+
+def test_vitdet_simple_feature_pyramid():
+    """ViTDet's pyramid on the last block's map: strides 4, 8, 16, 32 at patch 16; the stride-16 level is
+    the map through 1x1 conv, LayerNorm2d, 3x3 conv, LayerNorm2d, written out here with F.conv2d."""
+    import torch.nn.functional as F
+
+    backbone = randomize_(zoo.create("vit_small_patch16_dinov3", depth=2, features_only=True, feature_pyramid=32))
+    backbone.eval()
+    assert backbone.feature_info.reduction() == [4, 8, 16, 32] and backbone.feature_info.channels() == [32] * 4
+    x = torch.randn(2, 3, 64, 96)
+    with torch.no_grad():
+        maps = backbone(x)
+        assert [tuple(m.shape) for m in maps] == [(2, 32, 16, 24), (2, 32, 8, 12), (2, 32, 4, 6), (2, 32, 2, 3)]
+        last = backbone.model.forward_intermediates(x, [1], intermediates_only=True)[0]
+        conv1, norm1, conv3, norm3 = backbone.pyramid.outputs[2]
+
+        def ln2d(t, norm):
+            return F.layer_norm(t.permute(0, 2, 3, 1), t.shape[1:2], norm.weight, norm.bias, 1e-6).permute(0, 3, 1, 2)
+
+        by_hand = ln2d(F.conv2d(ln2d(F.conv2d(last, conv1.weight), norm1), conv3.weight, padding=1), norm3)
+        assert max_diff(maps[2], by_hand) < 1e-5
+    backbone.train()
+    sum(m.mean() for m in backbone(x)).backward()
+    assert backbone.model.blocks[1].attn.qkv.weight.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="reads one block"):
+        zoo.create("vit_small_patch16_dinov3", depth=2, features_only=True, feature_pyramid=32, out_indices=(0, 1))
+    with pytest.raises(ValueError, match="stages of its own"):
+        zoo.create("swin_tiny_patch4_window7_224", features_only=True, feature_pyramid=32)

@@ -72,16 +72,16 @@ def create(
     / `"ema"` picks another copy than the default teacher / non-EMA).
     `family` picks what a saved model is read as where several families read its origin (a transformers
     ViTMAEForPreTraining: the "vit" encoder by default, the whole "mae" model with family="mae").
-    `features_only=True` returns the model as a dense-feature backbone (`out_indices`, `feature_norm`:
+    `features_only=True` returns the model as a dense-feature backbone (`out_indices`, `feature_norm`, `feature_pyramid`:
     `zoo.models.features.FeatureBackbone`, docs/features.md). `registry` defaults to the process-wide one.
     The returned module carries `model.zoo_config` (name, family, tag, arguments, input config and, when
     weights were loaded, where from and what was adapted). Raises UnknownModelError, TypeError (an argument
     the family does not take), ValueError (conflicting arguments) and the `zoo.weights` errors (docs/hub.md).
     """
     if overrides.pop("features_only", False):
-        indices, norm = overrides.pop("out_indices", None), overrides.pop("feature_norm", False)
+        feature_args = {k: overrides.pop(k) for k in ("out_indices", "feature_norm", "feature_pyramid") if k in overrides}
         return models.features.FeatureBackbone(create(name, pretrained, num_classes, img_size, checkpoint_path, revision, cache_dir,
-                                      registry, checkpoint_branch, family, **overrides), indices, norm)
+                                      registry, checkpoint_branch, family, **overrides), **feature_args)
     registry = registry or REGISTRY
     if is_repo_reference(name) or (isinstance(name, str) and os.path.isdir(name) and not registry.is_registered(name)):
         if checkpoint_path is not None:

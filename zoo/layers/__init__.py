@@ -9,7 +9,7 @@ from .layer_scale import LayerScale
 from .linear import Linear
 from .masking import random_masking
 from .mlp import Mlp, SwiGLU, swiglu_hidden_features
-from .norm import LayerNorm
+from .norm import LayerNorm, LayerNorm2d
 from .patch_embed import PatchEmbed
 from .patch_merging import PatchMerging
 from .rope import RotaryEmbedding2d, apply_rope, rotate_half
@@ -19,7 +19,7 @@ from .window_attention import (
     window_reverse)
 
 __all__ = [
-    "Attention", "Block", "CpuFeatures", "DropPath", "LayerNorm", "LayerScale", "Linear", "Mlp", "PatchEmbed",
+    "Attention", "Block", "CpuFeatures", "DropPath", "LayerNorm", "LayerNorm2d", "LayerScale", "Linear", "Mlp", "PatchEmbed",
     "PatchMerging", "PathChoice", "RotaryEmbedding2d", "SlowPrecisionWarning", "SwiGLU", "WindowAttention", "WindowGeometry",
     "capture_attention", "cpu_features", "drop_path", "fast_path_mode", "fast_path_report", "random_masking",
     "set_fast_paths",

@@ -8,6 +8,8 @@ from typing import List, Optional, Sequence, Tuple, Union
 import torch
 from torch import nn
 
+from ..layers import LayerNorm2d
+
 Indices = Optional[Union[int, Sequence[int]]]
 
 
@@ -133,27 +135,42 @@ class FeatureBackbone(nn.Module):
     as timm's `features_only`): `forward(x)` returns a list of NCHW maps `(B, C_i, H / r_i, W / r_i)`,
     one per index of `out_indices` (ViT family: blocks, all of width D at the patch stride; Swin:
     stages, strides 4 to 32), through the model's `forward_intermediates`. Blocks or stages after the
-    last one asked for, and the head, are removed (`prune_intermediate_layers`); with `norm=True` the
-    final norm is applied to every map (ViT) or the last stage's (Swin). `feature_info` describes the
+    last one asked for, and the head, are removed (`prune_intermediate_layers`); with `feature_norm=True`
+    the final norm is applied to every map (ViT) or the last stage's (Swin). `feature_pyramid=C` (ViT
+    family) turns one block's map (default the last) into ViTDet's four-scale pyramid of C channels
+    (`SimpleFeaturePyramid`, new weights: keys `pyramid.*`). `feature_info` describes the
     outputs (FeatureInfo); an MAE model gives its encoder's. The model's keys sit under `model.` (timm's
-    FeatureGetterNet); the model's
-    `set_grad_checkpointing` works through it. Raises ValueError for indices out of range and
+    FeatureGetterNet); `zoo_config` is the model's (its input config, for `zoo.transforms_for`); the
+    model's `set_grad_checkpointing` works through it. Raises ValueError for indices out of range and
     TypeError for a model without `forward_intermediates`."""
 
-    def __init__(self, model: nn.Module, out_indices: Indices = None, norm: bool = False) -> None:
+    def __init__(self, model: nn.Module, out_indices: Indices = None, feature_norm: bool = False,
+                 feature_pyramid: Optional[int] = None) -> None:
         super().__init__()
+        self.zoo_config = getattr(model, "zoo_config", None)
         if hasattr(model, "forward_encoder"):  # an MAE: its encoder, on whole images
             model = model.encoder
         if not hasattr(model, "forward_intermediates") or not hasattr(model, "prune_intermediate_layers"):
             raise TypeError(f"{type(model).__name__} has no forward_intermediates: it cannot be a feature backbone")
-        units = model.blocks if hasattr(model, "blocks") else model.layers
+        if feature_pyramid and not hasattr(model, "blocks"):
+            raise ValueError("feature_pyramid= builds ViTDet's pyramid from a plain ViT's last map; "
+                             f"{type(model).__name__} has stages of its own (leave it out)")
         if out_indices is None:  # timm's defaults: the last 3 blocks of a ViT, every stage of a hierarchy
-            out_indices = 3 if hasattr(model, "blocks") else len(units)
-        self.out_indices = model.prune_intermediate_layers(out_indices, prune_norm=not norm, prune_head=True)
-        self.norm = norm
+            out_indices = (1 if feature_pyramid else 3) if hasattr(model, "blocks") else len(model.layers)
+        self.out_indices = model.prune_intermediate_layers(out_indices, prune_norm=not feature_norm, prune_head=True)
+        if feature_pyramid and len(self.out_indices) != 1:
+            raise ValueError(f"feature_pyramid= reads one block's map; out_indices={out_indices} names "
+                             f"{len(self.out_indices)}")
+        self.norm = feature_norm
         self.model = model
         self.feature_info = FeatureInfo([_unit_info(model, i) for i in self.out_indices])
-        self.zoo_config = getattr(model, "zoo_config", None)
+        self.pyramid = None
+        if feature_pyramid:
+            self.pyramid = SimpleFeaturePyramid(model.embed_dim, feature_pyramid)
+            stride = model.patch_embed.patch_size[0]
+            strides = [stride / s for s in SimpleFeaturePyramid.SCALES]  # 4, 8, 16, 32 for patch 16
+            self.feature_info = FeatureInfo([dict(num_chs=feature_pyramid, reduction=int(r) if r == int(r) else r,
+                                                  module=f"pyramid.{i}") for i, r in enumerate(strides)])
 
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         """Recompute activations in the backward pass (the model's own switch)."""
@@ -161,8 +178,39 @@ class FeatureBackbone(nn.Module):
 
     def forward(self, x: torch.Tensor) -> List[torch.Tensor]:
         """(B, C, H, W) images -> [(B, C_i, h_i, w_i)] maps, one per `out_indices`."""
-        return self.model.forward_intermediates(x, self.out_indices, norm=self.norm, output_fmt="NCHW",
+        maps = self.model.forward_intermediates(x, self.out_indices, norm=self.norm, output_fmt="NCHW",
                                                 intermediates_only=True)
+        return maps if self.pyramid is None else self.pyramid(maps[-1])
+
+
+class SimpleFeaturePyramid(nn.Module):
+    """ViTDet's simple feature pyramid (Li et al. 2022, "Exploring Plain Vision Transformer Backbones for
+    Object Detection"): from one plain-ViT map (B, D, h, w) at the patch stride s, maps at strides s/4,
+    s/2, s and 2s, each `out_channels` wide: two 2x2 transposed convolutions (LayerNorm2d and GELU
+    between) for s/4, one for s/2, the map itself for s, 2x2 max pooling for 2s; then per scale a 1x1
+    convolution, LayerNorm2d, a 3x3 convolution and LayerNorm2d. Freshly initialised: a detection or
+    segmentation head trains it. Returns [(B, C, 4h, 4w), (B, C, 2h, 2w), (B, C, h, w), (B, C, h/2, w/2)]."""
+
+    SCALES = (4.0, 2.0, 1.0, 0.5)
+
+    def __init__(self, dim: int, out_channels: int = 256) -> None:
+        super().__init__()
+        self.scales = nn.ModuleList([
+            nn.Sequential(nn.ConvTranspose2d(dim, dim // 2, 2, stride=2), LayerNorm2d(dim // 2), nn.GELU(),
+                          nn.ConvTranspose2d(dim // 2, dim // 4, 2, stride=2)),
+            nn.ConvTranspose2d(dim, dim // 2, 2, stride=2),
+            nn.Identity(),
+            nn.MaxPool2d(2, stride=2),
+        ])
+        widths = (dim // 4, dim // 2, dim, dim)
+        self.outputs = nn.ModuleList([
+            nn.Sequential(nn.Conv2d(w, out_channels, 1, bias=False), LayerNorm2d(out_channels),
+                          nn.Conv2d(out_channels, out_channels, 3, padding=1, bias=False), LayerNorm2d(out_channels))
+            for w in widths])
+
+    def forward(self, x: torch.Tensor) -> List[torch.Tensor]:
+        """(B, D, h, w) -> four (B, C, h_i, w_i) maps, finest first."""
+        return [out(scale(x)) for scale, out in zip(self.scales, self.outputs)]
 
 
 def _unit_info(model: nn.Module, index: int) -> dict:

@@ -99,6 +99,9 @@ def check_out_dir(out_dir: PathLike, overwrite: bool) -> None:
 def zoo_config_of(model: nn.Module) -> Dict[str, Any]:
     """`model.zoo_config` (family, arguments, input config ...), which `zoo.create` attaches. Raises
     ValueError for a model built some other way: its family and arguments are unknown."""
+    if hasattr(model, "out_indices") and hasattr(model, "feature_info"):  # zoo.models.features.FeatureBackbone
+        raise ValueError("a features_only backbone holds a pruned model and cannot be saved as its variant: save the "
+                         "model built without features_only=True, and wrap it again after loading")
     cfg = getattr(model, "zoo_config", None)
     if not isinstance(cfg, dict) or "family" not in cfg:
         raise ValueError(f"{type(model).__name__} has no zoo_config: build it with zoo.create(...) so that its family "
