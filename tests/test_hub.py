@@ -534,3 +534,40 @@ def test_swin_weights_load_into_another_window_with_resized_bias_tables(tmp_path
     assert torch.equal(model.state_dict()["head.fc.weight"], src.state_dict()["head.fc.weight"])
     with torch.no_grad():
         assert torch.isfinite(model(torch.randn(1, 3, 384, 384))).all()
+
+
+def test_no_name_resolution_reads_the_cache_at_once(tmp_path, monkeypatch):
+    """Without HF_HUB_OFFLINE, on a machine whose resolver cannot find the Hub (simulated: DNS is what this
+    test cannot choose), zoo asks the cache only: a cached repo loads, a missing file is reported as not
+    cached, and no request goes out (huggingface_hub would retry it for ~25 s)."""
+    import socket
+
+    import huggingface_hub
+    from huggingface_hub import constants
+
+    from zoo.weights import source
+
+    def no_dns(*args, **kwargs):
+        raise socket.gaierror(-2, "Name or service not known")
+
+    requests = []
+
+    def no_request(*args, **kwargs):  # what huggingface_hub sends (and retries) its requests through
+        requests.append(args)
+        raise AssertionError("zoo sent a request to a Hub it cannot resolve")
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(socket, "getaddrinfo", no_dns)
+    for var in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setattr(huggingface_hub.utils._http, "http_backoff", no_request)
+    source.hub_resolves.cache_clear()
+    try:
+        config = json.dumps({"format": "zoo", "family": "vit", "args": {"depth": 1, "img_size": 32, "patch_size": 16,
+                                                                          "embed_dim": 64, "num_heads": 2}}).encode()
+        with pytest.raises(WeightsNotCachedError, match="cannot be reached"):
+            add_to_cache(tmp_path / "cache", "someone/vit", {"config.json": config})
+            zoo.create("hf-hub:someone/vit", cache_dir=tmp_path / "cache")
+        assert requests == [] and not source.hub_resolves()
+    finally:
+        source.hub_resolves.cache_clear()

@@ -6,8 +6,10 @@ files raise errors that say how to get them; a repo holding only pickles raises 
 """
 from __future__ import annotations
 
+import functools
 import os
 import re
+import socket
 from pathlib import Path
 from typing import List, Optional, Sequence, Union
 
@@ -62,9 +64,9 @@ class Source:
         """Local path of `filename`, downloaded if need be, verified (sha256, LFS blob name)."""
         try:
             path = self._local(filename) if self.folder is not None else self._download(filename, force)
-        except (WeightsNotCachedError, WeightsNotFoundError):
-            if filename.endswith(".safetensors"):
-                self._refuse_pickle_only(filename)
+        except (WeightsNotCachedError, WeightsNotFoundError) as e:
+            if filename.endswith(".safetensors"):  # not cached: the Hub was unreachable, ask only the cache
+                self._refuse_pickle_only(filename, online=not isinstance(e, WeightsNotCachedError))
             raise
         verify(path, sha256, self.describe(filename), self.hint)
         return path
@@ -76,13 +78,14 @@ class Source:
         except (WeightsNotCachedError, WeightsNotFoundError):
             return None
 
-    def files(self) -> List[str]:
-        """The files the repo or folder has (for a Hub repo offline: those of the cached snapshot)."""
+    def files(self, online: bool = True) -> List[str]:
+        """The files the repo or folder has (for a Hub repo offline, or with `online=False`: those of the
+        cached snapshot)."""
         if self.folder is not None:
             return sorted(str(p.relative_to(self.folder)) for p in self.folder.rglob("*") if p.is_file())
         from huggingface_hub import HfApi, constants
 
-        if not constants.HF_HUB_OFFLINE:
+        if online and not constants.HF_HUB_OFFLINE and hub_resolves():
             try:
                 return sorted(HfApi().list_repo_files(self.repo_id, revision=self.revision))
             except Exception:  # no connection: fall back to what the cache holds
@@ -107,7 +110,7 @@ class Source:
 
         try:
             return Path(hf_hub_download(self.repo_id, filename, revision=self.revision, cache_dir=self.cache_dir,
-                                        force_download=force))
+                                        force_download=force, local_files_only=not hub_resolves()))
         except LocalEntryNotFoundError:  # before EntryNotFoundError, which it subclasses
             raise self._not_cached(filename) from None
         except EntryNotFoundError:
@@ -149,8 +152,8 @@ class Source:
             f"{cache} and {why}. To get it: on a machine with a connection run `{self.hint}`, then copy its "
             f"cache folder {folder} (under $HF_HOME/hub) into {cache}; {last}.")
 
-    def _refuse_pickle_only(self, filename: str) -> None:
-        files = self.files()
+    def _refuse_pickle_only(self, filename: str, online: bool = True) -> None:
+        files = self.files(online)
         pickles = [f for f in files if f.endswith(PICKLE_SUFFIXES)]
         if pickles and not any(f.endswith(".safetensors") for f in files):
             raise UnsafeWeightsError(
@@ -158,6 +161,24 @@ class Source:
                 f"files from the Hub or a folder: unpickling can run arbitrary code. If you trust the file, convert "
                 f"it once on your machine (`zoo convert`, or torch.load(weights_only=True) + "
                 f"safetensors.torch.save_file) and load the result.")
+
+
+@functools.lru_cache(maxsize=1)
+def hub_resolves() -> bool:
+    """Whether the Hub's host name resolves (once per process). Without name resolution there is no
+    connection, and huggingface_hub would retry each request for ~25 s before failing: zoo then reads
+    the cache only and says so at once. Behind an HTTP(S) proxy the proxy resolves names: assumed yes."""
+    from urllib.parse import urlparse
+
+    from huggingface_hub import constants
+
+    if any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
+        return True
+    try:
+        socket.getaddrinfo(urlparse(constants.ENDPOINT).hostname, 443)
+        return True
+    except (OSError, UnicodeError):
+        return False
 
 
 def listing(files: Sequence[str], limit: int = 8) -> str:
