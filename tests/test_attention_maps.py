@@ -10,7 +10,9 @@ from PIL import Image
 import zoo
 from conftest import max_diff, randomize_
 from zoo.cli import main
-from zoo.eval.attention import attention_rollout
+from zoo.eval.attention import attention_rollout, overlay
+
+ALPHA = 0.55  # overlay's default: the heat map's share of each pixel
 
 
 def block_input(model, x, index):
@@ -28,7 +30,9 @@ def by_hand(model, x, index, rope=None):
     block = model.blocks[index]
     h = block.norm1(block_input(model, x, index))
     attn = block.attn
-    bias = attn.qkv.bias if attn.q_bias is None else torch.cat([attn.q_bias, torch.zeros_like(attn.q_bias), attn.v_bias])
+    bias = attn.qkv.bias
+    if attn.q_bias is not None:  # DINOv3's query and value biases; the key's is zero
+        bias = torch.cat([attn.q_bias, torch.zeros_like(attn.q_bias), attn.v_bias])
     qkv = h @ attn.qkv.weight.T + (0 if bias is None else bias)
     B, T, _ = qkv.shape
     q, k, _ = qkv.view(B, T, 3, attn.num_heads, attn.head_dim).permute(2, 0, 3, 1, 4)
@@ -73,34 +77,49 @@ def test_rollout_by_hand():
 
 
 def test_rollout_of_a_model_and_the_fused_path_outside(sdpa_calls):
-    model = randomize_(zoo.create("vit_small_patch16_dinov3", depth=2)).eval()
+    model = randomize_(zoo.create("vit_small_patch16_dinov3", depth=3)).eval()
     x = torch.randn(1, 3, 64, 64)
-    maps = zoo.attention_maps(model, x, rollout=True)
-    assert maps.rollout.shape == (1, 4, 4) and sdpa_calls == []  # the maps took the explicit path
+    maps = zoo.attention_maps(model, x, layer=1, rollout=True)
+    assert sdpa_calls == []  # the maps took the explicit path
+    # rollout over blocks 0 and 1 of every block's weights (each equal to softmax(q k^T) written out: above)
+    with torch.no_grad(), zoo.layers.capture_attention(model) as captured:
+        model.forward_features(x)
+    expected = attention_rollout(captured[:2])[:, 0, model.num_prefix_tokens:].reshape(1, 4, 4)
+    assert max_diff(maps.rollout, expected) < 1e-6 and maps.rollout.std() > 0
     with torch.no_grad():
         model(x)
-    assert len(sdpa_calls) == 2  # and every later forward the fused kernel, one call per block
+    assert len(sdpa_calls) == 3  # and every later forward the fused kernel, one call per block
     with pytest.raises(ValueError, match="layer 5 out of range"):
         zoo.attention_maps(model, x, layer=5)
     with pytest.raises(ValueError, match="head must be"):
         zoo.attention_maps(model, x, head=6)
 
 
-def test_swin_window_map():
+def test_swin_window_map_equals_softmax_written_out():
+    """At 64x64 the last stage is one 2 x 2 window (no shift): the map of block 0 is the attention each
+    token receives, averaged over heads and queries, from softmax(q k^T / sqrt(d) + relative-position
+    bias), the bias read from the table by offsets computed here."""
     model = randomize_(zoo.create("swin_tiny_patch4_window7_224", img_size=64, window_size=4, depths=(1, 1, 2, 2),
                                   embed_dim=24, num_heads=(1, 2, 2, 4))).eval()
-    assert model.layers[-1].blocks[1].shift_size == (1, 1)  # the last stage: 2 x 2 windows, then shifted ones
-    x = torch.randn(2, 3, 128, 64)  # last stage map 4 x 2: two windows
-    for layer in (0, -1):
-        maps = zoo.attention_maps(model, x, layer=layer)
-        assert maps.grid == (4, 2) and maps.attention.shape == (2, 4, 2)
-        # the attention a window's tokens receive, averaged over its queries, sums to 1 per window
-        assert torch.allclose(maps.attention.sum((1, 2)), torch.full((2,), 2.0), atol=1e-5)
-    one = zoo.attention_maps(model, x, layer=0, head=3).attention
-    with torch.no_grad(), zoo.layers.capture_attention(model) as attns:
-        model.forward_features(x)
-    window = attns[-2][:, 0, 3].mean(1)  # image b, first window (rows 0-1), head 3: (B, 4) in row-major order
-    assert max_diff(one[:, :2, :], window.view(2, 2, 2)) < 1e-6
+    x = torch.randn(2, 3, 64, 64)
+    block = model.layers[-1].blocks[0]
+    seen = {}
+    handle = block.register_forward_pre_hook(lambda m, args: seen.setdefault("x", args[0]))
+    maps = zoo.attention_maps(model, x, layer=0)
+    handle.remove()
+    assert maps.grid == (2, 2) and maps.attention.shape == (2, 2, 2)
+    with torch.no_grad():
+        h = block.norm1(seen["x"]).flatten(1, 2)  # (B, 4, C): the one window, row-major
+        attn = block.attn
+        q, k, _ = (h @ attn.qkv.weight.T + attn.qkv.bias).view(2, 4, 3, attn.num_heads, -1).permute(2, 0, 3, 1, 4)
+        rows, cols = torch.tensor([0, 0, 1, 1]), torch.tensor([0, 1, 0, 1])
+        offset = (rows[:, None] - rows[None, :] + 1) * 3 + (cols[:, None] - cols[None, :] + 1)  # a 2 x 2 table window
+        bias = attn.relative_position_bias_table[offset].permute(2, 0, 1)  # (heads, 4, 4)
+        weights = torch.softmax(q @ k.transpose(-1, -2) * q.shape[-1] ** -0.5 + bias, dim=-1)
+    assert max_diff(maps.attention, weights.mean(1).mean(1).view(2, 2, 2)) < 1e-5
+    x = torch.randn(1, 3, 128, 64)  # a 4 x 2 map: two windows, each's received attention sums to 1
+    for layer in (0, 1):  # block 1 is a shifted-window block
+        assert torch.allclose(zoo.attention_maps(model, x, layer=layer).attention.sum(), torch.tensor(2.0), atol=1e-5)
     with pytest.raises(ValueError, match="rollout"):
         zoo.attention_maps(model, x, rollout=True)
 
@@ -119,7 +138,11 @@ def test_command_draws_the_sample_photos(tmp_path, capsys):
     written = capsys.readouterr().out.split()
     assert len(written) == 4
     for path in written:
-        picture = np.asarray(Image.open(path))
+        picture = np.asarray(Image.open(path)).astype(np.float32) / 255
         assert picture.shape == (427, 640, 3)  # the photo's own size and aspect ratio
-        assert picture.std() > 10
+        photo = np.asarray(Image.open(photos[int(path.split("photo")[-1][0])])).astype(np.float32) / 255
+        heat = (picture - (1 - ALPHA) * photo) / ALPHA  # the colour-mapped attention alone
+        assert heat.std(axis=(0, 1)).max() > 0.1  # not uniform over the photo
+    flat = overlay(torch.zeros(3, 8, 8), torch.full((2, 2), 0.3))  # a uniform map gives one colour: the check bites
+    assert flat.std(dim=(1, 2)).max() < 1e-6
     assert main(["attention", str(tmp_path / "missing.png"), "--model", str(tmp_path / "model")]) == 2

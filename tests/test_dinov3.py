@@ -61,7 +61,8 @@ def test_outputs_features_and_intermediates_at_three_sizes(name):
         with torch.no_grad():
             assert max_diff(ours(x), ref(x)) < 1e-4
             assert max_diff(ours.forward_features(x), ref.forward_features(x)) < 1e-4
-            for kwargs in (dict(indices=[0, 1], return_prefix_tokens=True), dict(indices=1, norm=True, output_fmt="NLC")):
+            for kwargs in (dict(indices=[0, 1], return_prefix_tokens=True),
+                           dict(indices=1, norm=True, output_fmt="NLC")):
                 (fa, got), (fb, want) = ours.forward_intermediates(x, **kwargs), ref.forward_intermediates(x, **kwargs)
                 assert max_diff(fa, fb) < 1e-4 and len(got) == len(want)
                 for a, b in zip(got, want):
@@ -119,11 +120,40 @@ def test_transformers_dinov3_loads_and_matches(tmp_path, config):
         assert max_diff(back(pixel_values=x).last_hidden_state, ref(pixel_values=x).last_hidden_state) < 1e-4
 
 
-def test_transformers_checkpoint_of_a_registered_size_is_named(tmp_path):
+def test_transformers_checkpoint_of_a_registered_size_is_named_and_exports_to_timm(tmp_path):
+    """A DINOv3ViTModel of a registered size is named as that variant (transformers' own training-time
+    RoPE rescale aside), and writes a timm folder that timm loads with the same outputs."""
     ref = hf_model(hidden_size=384, num_attention_heads=6, intermediate_size=1536, num_hidden_layers=12,
                    key_bias=False, query_bias=False, value_bias=False)
-    ref.save_pretrained(tmp_path)
-    assert zoo.create(str(tmp_path)).zoo_config["name"] == "vit_small_patch16_dinov3"
+    ref.save_pretrained(tmp_path / "hf")
+    ours = zoo.create(str(tmp_path / "hf")).eval()
+    assert ours.zoo_config["name"] == "vit_small_patch16_dinov3" and ours.rope.rescale == 2.0
+    zoo.save_pretrained(ours, tmp_path / "timm", format="timm")
+    back = timm.create_model(f"local-dir:{tmp_path / 'timm'}", pretrained=True).eval()
+    x = torch.randn(1, 3, 64, 96)
+    with torch.no_grad():
+        assert max_diff(back(x), ref(pixel_values=x).pooler_output) < 1e-4
+
+
+@pytest.mark.parametrize("size, hidden, heads, layers, intermediate, name", [
+    ("S+", 384, 6, 12, 1536, "vit_small_plus_patch16_dinov3"),
+    ("H+", 1280, 20, 32, 5120, "vit_huge_plus_patch16_dinov3"),
+    ("7B", 4096, 32, 40, 8192, "vit_7b_patch16_dinov3"),
+])
+def test_transformers_swiglu_sizes_are_named(size, hidden, heads, layers, intermediate, name):
+    """The gated sizes, converted from a full-size DINOv3ViTModel built on the meta device (no memory)."""
+    from transformers import DINOv3ViTConfig, DINOv3ViTModel
+
+    config = DINOv3ViTConfig(hidden_size=hidden, num_attention_heads=heads, num_hidden_layers=layers,
+                             intermediate_size=intermediate, use_gated_mlp=True, hidden_act="silu",
+                             num_register_tokens=4, query_bias=False, value_bias=False, key_bias=False)
+    with torch.device("meta"):
+        state_dict = DINOv3ViTModel(config).state_dict()
+    converted, variant = zoo.factory.convert_transformers(config.to_dict(), state_dict)
+    assert variant is not None and variant.name == name, size
+    with torch.device("meta"):
+        built = zoo.create(name, **{k: v for k, v in converted.args.items() if k != "img_size"})
+    assert {k: v.shape for k, v in built.state_dict().items()} == {k: v.shape for k, v in converted.state_dict.items()}
 
 
 def test_rope_equals_transformers_rope():
@@ -161,12 +191,18 @@ def test_rope_geometry_and_augmentation():
         RotaryEmbedding2d(8, jitter=0.5)
 
 
-def test_bf16_model_keeps_float32_rope_periods():
-    model = zoo.create("vit_small_patch16_dinov3", depth=1).to(torch.bfloat16)
-    assert model.rope.periods.dtype == torch.float32
-    assert torch.equal(model.rope.periods, RotaryEmbedding2d(64).periods)
+def test_bf16_and_materialised_models_keep_float32_rope_periods():
+    model = randomize_(zoo.create("vit_small_patch16_dinov3", depth=2)).eval()
+    x = torch.randn(1, 3, 48, 64)
     with torch.no_grad():
-        assert model(torch.randn(1, 3, 32, 48, dtype=torch.bfloat16)).dtype == torch.bfloat16
+        expected = model(x)
+        low = model.to(torch.bfloat16)
+        assert low.rope.periods.dtype == torch.float32 and torch.equal(low.rope.periods, RotaryEmbedding2d(64).periods)
+        out = low(x.to(torch.bfloat16))
+    assert out.dtype == torch.bfloat16 and max_diff(out, expected) < 0.05 * expected.abs().max()
+    with torch.device("meta"):  # built on meta, then given memory (how big models are loaded): periods computed
+        empty = zoo.create("vit_small_patch16_dinov3", depth=1)
+    assert torch.equal(empty.to_empty(device="cpu").rope.periods, RotaryEmbedding2d(64).periods)
 
 
 def test_gradient_checkpointing_gives_the_same_gradients():
@@ -182,9 +218,14 @@ def test_gradient_checkpointing_gives_the_same_gradients():
 
 
 def release_state_dict(timm_model):
-    """timm's DINOv3 weights written in the facebookresearch/dinov3 release layout (its documented keys)."""
+    """timm's DINOv3 weights written in the facebookresearch/dinov3 release layout (its documented keys):
+    a fused qkv bias with its key part masked, all zero for a model without biases (as the distilled
+    B, L and H+ files)."""
     out = {"mask_token": torch.zeros(1, timm_model.embed_dim), "rope_embed.periods": torch.ones(16)}
     for k, v in timm_model.state_dict().items():
+        if k.endswith("attn.qkv.weight") and k.replace("qkv.weight", "q_bias") not in timm_model.state_dict():
+            out[k.replace("weight", "bias")] = torch.zeros(v.shape[0])
+            out[k.replace("weight", "bias_mask")] = torch.ones(v.shape[0])
         k = k.replace("reg_token", "storage_tokens").replace("gamma_1", "ls1.gamma").replace("gamma_2", "ls2.gamma")
         k = k.replace("mlp.fc1_g", "mlp.w1").replace("mlp.fc1_x", "mlp.w2").replace("mlp.fc2", "mlp.w3")
         if k.endswith("attn.q_bias"):

@@ -182,8 +182,8 @@ def test_knn_matches_brute_force_and_runs_on_digits(tmp_path):
 
 
 def test_dinov3_feature_recipe_in_probe_and_knn(tmp_path):
-    """DINOv3's named feature configuration: class token + mean patch token of the last block, for the
-    linear probe (one configuration x 13 lrs) and kNN (concatenated, then L2-normalised)."""
+    """DINOv3's linear-probe features: class token + mean patch token of the last block, as the probe's
+    `dinov3` recipe (one configuration x 13 lrs) and kNN's `cls_patch_mean` (concatenated, then L2-normalised)."""
     model = zoo.create("vit_small_patch16_dinov3", img_size=32, patch_size=8, embed_dim=48, depth=2, num_heads=2)
     model.zoo_config["input"].update(mean=[0.5] * 3, std=[0.5] * 3, crop_pct=1.0)
     model = randomize_(model).eval()
@@ -195,10 +195,10 @@ def test_dinov3_feature_recipe_in_probe_and_knn(tmp_path):
     with torch.no_grad():
         tokens = model.forward_features(images)
     by_hand = torch.cat([tokens[:, 0], tokens[:, model.num_prefix_tokens:].mean(1)], dim=1)  # registers left out
-    assert max_diff(feats.assemble(*KNN_FEATURES["dinov3"]), by_hand) < 1e-5
+    assert max_diff(feats.assemble(*KNN_FEATURES["cls_patch_mean"]), by_hand) < 1e-5
     r = knn(KnnConfig(model="tiny", out=tmp_path / "knn", cache_dir=tmp_path / "cache", progress=False,
-                      features="dinov3"), backbone=model)
-    assert r["features"] == "dinov3" and 0 < r["test_top1"] <= 100
+                      features="cls_patch_mean"), backbone=model)
+    assert r["features"] == "cls_patch_mean" and 0 < r["test_top1"] <= 100
 
 
 def test_swin_probe_features_are_the_pooled_final_stage(tmp_path):

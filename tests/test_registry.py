@@ -150,3 +150,24 @@ def test_register_family_refuses_replacement():
         reg.register_family("vit", torch.nn.Linear)
     with pytest.raises(RegistryError, match="lower-case"):
         reg.register_family("Bad Name", torch.nn.Linear)
+
+
+def test_every_timm_weight_tag_has_timms_input_config():
+    """Each weight tag stored in one of timm's Hub repos preprocesses as timm's pretrained_cfg says: input
+    size, mean, std, crop_pct, interpolation (e.g. DINOv3's sat493m weights have satellite statistics)."""
+    from timm.models import get_pretrained_cfg
+
+    checked = 0
+    for name in zoo.list_models():
+        variant = zoo.model_info(name)
+        for tag, weight in variant.weights.items():
+            if not (weight.hf_hub_id or "").startswith("timm/"):
+                continue
+            cfg = get_pretrained_cfg(weight.hf_hub_id[len("timm/"):])
+            assert cfg is not None, f"{name}.{tag}: timm has no pretrained config {weight.hf_hub_id}"
+            inp = weight.input or variant.input
+            assert tuple(inp.img_size) == tuple(cfg.input_size[1:]), f"{name}.{tag}"
+            assert inp.mean == pytest.approx(cfg.mean, abs=1e-3) and inp.std == pytest.approx(cfg.std, abs=1e-3), tag
+            assert (inp.crop_pct, inp.interpolation) == (cfg.crop_pct, cfg.interpolation), f"{name}.{tag}"
+            checked += 1
+    assert checked > 60

@@ -11,7 +11,8 @@ no logic lives here.
     zoo attention IMAGE... --model NAME|DIR [--pretrained] [--layer L] [--head H|mean] [--rollout] [--out DIR]
     zoo download NAME[.TAG] | hf-hub:ORG/NAME[@REV]  [--revision R] [--cache-dir D] [--force]
     zoo push DIR REPO_ID [--private] [--revision R] [--message M]
-    zoo convert --from {mae,dinov2,dinov3,swin,torchvision-swin} SRC --out DIR [--model NAME] [--branch teacher|student|ema]
+    zoo convert --from {mae,dinov2,dinov3,swin,torchvision-swin} SRC --out DIR [--model NAME]
+                [--branch teacher|student|ema]
     zoo export NAME[.TAG] | hf-hub:ORG/NAME | DIR --out DIR [--format zoo|timm]
 """
 from __future__ import annotations
@@ -360,7 +361,8 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Read a research release with torch.load(weights_only=True), map its keys "
                                    "and write a zoo folder (model.safetensors, config.json, README.md).")
     p.add_argument("--from", dest="source", required=True, metavar="SOURCE",
-                   help="the release it is: mae, dinov2, dinov3, swin or torchvision-swin (and any a plugin family reads)")
+                   help="the release it is: mae, dinov2, dinov3, swin or torchvision-swin (and any a plugin "
+                        "family reads)")
     p.add_argument("src", help="the checkpoint file (.pth, read with torch.load(weights_only=True))")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--model", help="registry variant it is, when the checkpoint's shapes do not say")

@@ -15,6 +15,16 @@ def _pretrained(args: argparse.Namespace):
     return True if args.pretrained is True or str(args.pretrained).lower() in ("true", "default") else args.pretrained
 
 
+def _head(value: str):
+    """--head: 'mean' or a head index."""
+    if value == "mean":
+        return value
+    try:
+        return int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r}: give a head index (0, 1, ...) or 'mean'") from None
+
+
 def cmd_predict(args: argparse.Namespace) -> int:
     from .predict import image_files, load_classifier, predict, write_predictions
 
@@ -38,9 +48,8 @@ def cmd_attention(args: argparse.Namespace) -> int:
     from .predict import image_files
 
     paths = image_files(args.images)
-    head = "mean" if args.head == "mean" else int(args.head)
     model = factory.create(args.model, pretrained=_pretrained(args)).eval()
-    for path in draw(model, paths, Path(args.out), args.layer, head, args.rollout, args.size):
+    for path in draw(model, paths, Path(args.out), args.layer, args.head, args.rollout, args.size):
         print(path)
     return 0
 
@@ -76,7 +85,7 @@ def add_image_commands(sub) -> None:
                    help="with a registered name: load its weights (optionally a tag)")
     p.add_argument("--layer", type=int, default=-1, help="block index, negative from the end (Swin: of the last "
                                                           "stage; default: -1, the last)")
-    p.add_argument("--head", default="mean", help="head index, or mean (default)")
+    p.add_argument("--head", type=_head, default="mean", help="head index, or mean (default)")
     p.add_argument("--rollout", action="store_true", help="also draw attention rollout up to --layer (ViT family)")
     p.add_argument("--size", type=int, help="pixels of the image's shorter side as the model sees it "
                                             "(default: the model's input size)")

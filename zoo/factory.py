@@ -8,8 +8,7 @@ registry). It also registers the built-in families (`zoo.models.FAMILIES`) when 
     zoo.save_pretrained(model, "runs/deit-s-pets")        # model.safetensors, config.json, README.md
     zoo.push_to_hub(model, "me/deit-s-pets", private=True)
 
-Loading checks before allocating, adapts weights made for another num_classes, img_size or in_chans,
-logs each change on "zoo.weights" and keeps it in `model.zoo_config["weights"]`. See docs/hub.md."""
+Loading checks before allocating and logs each adaptation (docs/hub.md)."""
 from __future__ import annotations
 
 import os
@@ -58,30 +57,29 @@ def create(
     family: Optional[str] = None,
     **overrides: Any,
 ) -> nn.Module:
-    """Build a model by variant name or alias, optionally with a weight tag: `"vit_b_16"`, `"deit_s"`,
-    `"vit_base_patch16_224.mae"`; or load a saved one: `"hf-hub:org/repo[@revision]"` or a folder
-    written by `zoo.save_pretrained` (also a timm or transformers repo of a supported family).
-    A tag (in the name or as `pretrained="tag"`) sets the architecture that tag's weights need (e.g. its
-    num_classes) and its input config. `num_classes`, `img_size` and any other builder argument
-    (`drop_path_rate=0.1`, `dynamic_img_size=True`, ...) override the registry's values.
-    `pretrained=True` (the default tag) or `pretrained="tag"` downloads the tag's safetensors file from
-    the Hugging Face Hub (`revision`, `cache_dir`; HF_HOME and HF_HUB_OFFLINE are honoured) and loads it
-    strictly; weights made for another num_classes, img_size or in_chans are adapted, each change logged
-    (logger "zoo.weights"). `checkpoint_path=` loads a local .safetensors file instead, also one training
-    code wrote (keys under 'module.', 'backbone.', 'teacher.' ... are found; `checkpoint_branch="student"`
-    / `"ema"` picks another copy than the default teacher / non-EMA).
-    `family` picks what a saved model is read as where several families read its origin (a transformers
-    ViTMAEForPreTraining: the "vit" encoder by default, the whole "mae" model with family="mae").
-    `features_only=True` returns the model as a dense-feature backbone (`out_indices`, `feature_norm`, `feature_pyramid`:
-    `zoo.models.features.FeatureBackbone`, docs/features.md). `registry` defaults to the process-wide one.
-    The returned module carries `model.zoo_config` (name, family, tag, arguments, input config and, when
-    weights were loaded, where from and what was adapted). Raises UnknownModelError, TypeError (an argument
-    the family does not take), ValueError (conflicting arguments) and the `zoo.weights` errors (docs/hub.md).
+    """Build a model by variant name or alias, optionally with a weight tag (`"vit_b_16"`, `"deit_s"`,
+    `"vit_base_patch16_224.mae"`), or load a saved one (`"hf-hub:org/repo[@revision]"`, or a folder from
+    `zoo.save_pretrained`, timm or transformers of a supported family). A tag (in the name or as
+    `pretrained="tag"`) sets the architecture its weights need (e.g. num_classes) and the input config;
+    `num_classes`, `img_size` and any builder argument (`drop_path_rate=0.1`, ...) override the registry.
+    `pretrained=True` (the default tag) or `"tag"` downloads the tag's safetensors file from the Hub
+    (`revision`, `cache_dir`; HF_HOME and HF_HUB_OFFLINE honoured) and loads it strictly, adapting
+    weights made for another num_classes, img_size or in_chans (each change logged to "zoo.weights").
+    `checkpoint_path=` loads a local .safetensors file, also one training code wrote (keys under
+    'module.', 'teacher.' ... are found; `checkpoint_branch="student"` / `"ema"` picks another copy).
+    `family` picks what a saved model is read as where several families read its origin (transformers'
+    ViTMAEForPreTraining: the "vit" encoder, or the whole "mae" model with family="mae").
+    `features_only=True` wraps the model as a dense-feature backbone (`out_indices`, `feature_norm`,
+    `feature_pyramid`: `zoo.models.features.FeatureBackbone`). `registry`: the process-wide one by default.
+    The module carries `model.zoo_config` (name, family, tag, arguments, input config, and where loaded
+    weights came from and what was adapted). Raises UnknownModelError, TypeError (an argument the family
+    does not take), ValueError (conflicting arguments) and the `zoo.weights` errors (docs/hub.md).
     """
-    if overrides.pop("features_only", False):
-        feature_args = {k: overrides.pop(k) for k in ("out_indices", "feature_norm", "feature_pyramid") if k in overrides}
-        return models.features.FeatureBackbone(create(name, pretrained, num_classes, img_size, checkpoint_path, revision, cache_dir,
-                                      registry, checkpoint_branch, family, **overrides), **feature_args)
+    if overrides.pop("features_only", False):  # the model built as asked, then wrapped
+        wrap = {k: overrides.pop(k) for k in ("out_indices", "feature_norm", "feature_pyramid") if k in overrides}
+        model = create(name, pretrained, num_classes, img_size, checkpoint_path, revision, cache_dir, registry,
+                       checkpoint_branch, family, **overrides)
+        return models.features.FeatureBackbone(model, **wrap)
     registry = registry or REGISTRY
     if is_repo_reference(name) or (isinstance(name, str) and os.path.isdir(name) and not registry.is_registered(name)):
         if checkpoint_path is not None:
@@ -311,8 +309,9 @@ def saved_info(ref: PathLike, registry: Optional[Registry] = None) -> dict:
     with torch.device("meta"):
         model = create(ref, registry=registry)
     cfg = model.zoo_config
-    return {"source": str(ref), "family": cfg["family"], "variant": cfg.get("name"), "tag": cfg.get("tag"), "args": cfg["args"],
-            "input": cfg["input"], "input_sizes": card.input_sizes(model), "params": count_params(model), "weights": cfg.get("weights")}
+    return {"source": str(ref), "family": cfg["family"], "variant": cfg.get("name"), "tag": cfg.get("tag"),
+            "args": cfg["args"], "input": cfg["input"], "input_sizes": card.input_sizes(model),
+            "params": count_params(model), "weights": cfg.get("weights")}
 
 
 # ====================================================================================== saving
@@ -367,7 +366,8 @@ def download(name: str, revision: Optional[str] = None, cache_dir: Optional[Path
         source = Source.parse(name, revision, cache_dir)
         paths = [source.fetch(CONFIG_NAME, force=force), source.fetch(WEIGHTS_NAME, force=force)]
         read_header(paths[1], source.describe(WEIGHTS_NAME), source.hint)
-        return paths + [p for n in ("preprocessor_config.json", "README.md") if (p := source.fetch_optional(n)) is not None]
+        extra = (source.fetch_optional(n) for n in ("preprocessor_config.json", "README.md"))
+        return paths + [p for p in extra if p is not None]
     variant, tag = (registry or REGISTRY).resolve(name)
     tag = tag or variant.default_tag
     if tag is None:

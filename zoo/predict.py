@@ -18,6 +18,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from .common.metrics import top_k_predictions
 from .data import IMG_EXTENSIONS, default_workers, eval_transform
+from .data.files import read_image
 from .factory import create
 
 TTA_MODES = ("none", "flip", "five-crop")
@@ -95,15 +96,7 @@ class _Images(Dataset):
         return len(self.paths)
 
     def __getitem__(self, i: int):
-        from PIL import Image
-        from torchvision.transforms import v2
-
-        try:
-            with Image.open(self.paths[i]) as im:
-                img = v2.functional.to_dtype(v2.functional.to_image(im.convert("RGB")), torch.float32, scale=True)
-        except (OSError, ValueError) as e:
-            raise ValueError(f"{self.paths[i]}: cannot read it as an image ({e})") from None
-        return self.transform(img), i
+        return self.transform(read_image(self.paths[i])), i
 
 
 @torch.no_grad()

@@ -30,8 +30,8 @@ from ..helpers import to_2tuple
 from .files import IMG_EXTENSIONS, DataError, ImageFiles, class_folder, files_id, find_images
 
 DIGITS = "digits"
-_INTERPOLATION = {"bicubic": InterpolationMode.BICUBIC, "bilinear": InterpolationMode.BILINEAR,
-                  "nearest": InterpolationMode.NEAREST}
+INTERPOLATION = {"bicubic": InterpolationMode.BICUBIC, "bilinear": InterpolationMode.BILINEAR,
+                 "nearest": InterpolationMode.NEAREST}  # an input config's interpolation -> torchvision's
 
 
 def resolve_workers(workers: Optional[int], dataset: Dataset) -> int:
@@ -105,7 +105,7 @@ DIGIT_CLASSES = [str(i) for i in range(10)]
 def pretrain_transform(input_cfg: dict, crop_scale: Tuple[float, float] = (0.2, 1.0), hflip: float = 0.5):
     """MAE's augmentation: RandomResizedCrop(scale) + horizontal flip, then normalise."""
     ops = [v2.RandomResizedCrop(to_2tuple(input_cfg["img_size"], "img_size"), scale=tuple(crop_scale),
-                                interpolation=_INTERPOLATION[input_cfg["interpolation"]], antialias=True)]
+                                interpolation=INTERPOLATION[input_cfg["interpolation"]], antialias=True)]
     if hflip > 0:
         ops.append(v2.RandomHorizontalFlip(hflip))
     ops.append(v2.Normalize(input_cfg["mean"], input_cfg["std"]))
@@ -118,7 +118,7 @@ def eval_transform(input_cfg: dict, five_crop: bool = False):
     the resized image instead, (5, C, h, w) (test-time augmentation)."""
     h, w = to_2tuple(input_cfg["img_size"], "img_size")
     scale = math.floor(max(h, w) / input_cfg["crop_pct"])
-    resize = v2.Resize(scale, interpolation=_INTERPOLATION[input_cfg["interpolation"]], antialias=True)
+    resize = v2.Resize(scale, interpolation=INTERPOLATION[input_cfg["interpolation"]], antialias=True)
     normalize = v2.Normalize(input_cfg["mean"], input_cfg["std"])
     if five_crop:
         return v2.Compose([resize, v2.FiveCrop((h, w)), _EachNormalized(normalize)])

@@ -30,15 +30,23 @@ class ImageFiles(Dataset):
         return len(self.paths)
 
     def __getitem__(self, i: int):
-        from PIL import Image
-
-        with Image.open(self.paths[i]) as im:
-            img = im.convert("RGB")
-        if not self.as_pil:
-            img = v2.functional.to_dtype(v2.functional.to_image(img), torch.float32, scale=True)
+        img = read_image(self.paths[i], as_pil=self.as_pil)
         if self.transform is not None:
             img = self.transform(img)
         return img if self.labels is None else (img, int(self.labels[i]))
+
+
+def read_image(path: Path, as_pil: bool = False):
+    """An image file -> (3, H, W) float32 RGB in [0, 1] (with `as_pil`, the PIL RGB image). Raises
+    ValueError naming a file PIL cannot read."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            img = im.convert("RGB")
+    except (OSError, ValueError) as e:  # PIL's UnidentifiedImageError is an OSError
+        raise ValueError(f"{path}: cannot read it as an image ({e})") from None
+    return img if as_pil else v2.functional.to_dtype(v2.functional.to_image(img), torch.float32, scale=True)
 
 
 def find_images(root: Path) -> List[Path]:

@@ -24,6 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..data import INTERPOLATION
+from ..data.files import read_image
 from ..layers import capture_attention
 from ..layers.window_attention import window_geometry, window_reverse
 
@@ -70,7 +72,8 @@ def _pick_head(attn: torch.Tensor, head: Head) -> torch.Tensor:
 
 def _layer_index(layer: int, count: int, what: str) -> int:
     if not -count <= layer < count:
-        raise ValueError(f"layer {layer} out of range: {what} has {count} blocks (use 0..{count - 1} or -1 for the last)")
+        raise ValueError(f"layer {layer} out of range: {what} has {count} blocks (use 0..{count - 1}, or -1 for "
+                         f"the last)")
     return layer % count
 
 
@@ -97,22 +100,23 @@ def _vit_maps(model: nn.Module, images: torch.Tensor, layer: int, head: Head, ro
         raise ValueError("this ViT has no class token (class_token=False): its attention has no class-token row")
     grid = model.patch_embed.feat_size(tuple(images.shape[-2:]))
     index = _layer_index(layer, len(model.blocks), "this model")
-    with capture_attention(model) as attns:
-        model.forward_features(images)
+    recorded = model.blocks[: index + 1] if rollout else model.blocks[index]  # only the blocks the maps need
+    with capture_attention(recorded) as attns:
+        model.forward_intermediates(images, [index], intermediates_only=True)  # no block after `index` runs
     p, B = model.num_prefix_tokens, images.shape[0]
-    attention = _pick_head(attns[index], head)[:, 0, p:].reshape(B, *grid)
-    flow = attention_rollout(attns[: index + 1])[:, 0, p:].reshape(B, *grid) if rollout else None
+    attention = _pick_head(attns[-1], head)[:, 0, p:].reshape(B, *grid)
+    flow = attention_rollout(attns)[:, 0, p:].reshape(B, *grid) if rollout else None
     return AttentionMaps(attention, flow, grid, index, head)
 
 
 def _swin_maps(model: nn.Module, images: torch.Tensor, layer: int, head: Head) -> AttentionMaps:
     last = model.layers[-1]
     index = _layer_index(layer, len(last.blocks), "the last stage")
-    with capture_attention(model) as attns:
-        features = model.forward_features(images)  # (B, h, w, C)
-    h, w = features.shape[1:3]
     block = last.blocks[index]
-    attn = attns[len(attns) - len(last.blocks) + index].flatten(0, 1)  # (B, nW, heads, N, N) -> (B * nW, ...)
+    with capture_attention(block) as attns:
+        features = model.forward_intermediates(images, [-1], output_fmt="NHWC", intermediates_only=True)[0]
+    h, w = features.shape[1:3]  # the last stage's map
+    attn = attns[0].flatten(0, 1)  # (B, nW, heads, N, N) -> (B * nW, heads, N, N)
     received = _pick_head(attn, head).mean(dim=1)  # (B * nW, N): mean over the window's queries
     geometry = window_geometry((h, w), block.window_size, block.shift_size, images.device, block.window_padding)
     attention = window_reverse(received.unsqueeze(-1), geometry)[..., 0]  # (B, h, w)
@@ -134,17 +138,17 @@ def overlay(image: torch.Tensor, heat: torch.Tensor, alpha: float = 0.55, cmap: 
 
 def model_input(image: torch.Tensor, input_cfg: dict, short_side: int, multiple: int,
                 fixed: Optional[Tuple[int, int]] = None) -> torch.Tensor:
-    """A photo (3, H, W) in [0, 1] -> the model's input (1, 3, h, w): resized (bicubic, antialiased) so the
-    shorter side is `short_side`, keeping the aspect ratio, each side rounded to a multiple of `multiple`
-    pixels (the patch), or to exactly `fixed` (h, w) for a model that takes one size only; then
-    normalised with the input config's mean and std."""
+    """A photo (3, H, W) in [0, 1] -> the model's input (1, 3, h, w): resized (the input config's
+    interpolation, antialiased) so the shorter side is `short_side` pixels, keeping the aspect ratio, each
+    side rounded to a multiple of `multiple` pixels (the patch), or to exactly `fixed` (h, w) for a model
+    that takes one size only; then normalised with the input config's mean and std."""
+    from torchvision.transforms import v2
+
     H, W = image.shape[-2:]
     scale = short_side / min(H, W)
     size = list(fixed) if fixed else [max(multiple, round(s * scale / multiple) * multiple) for s in (H, W)]
-    x = F.interpolate(image[None], size=size, mode="bicubic", antialias=True, align_corners=False)
-    mean = torch.tensor(input_cfg["mean"]).view(1, 3, 1, 1)
-    std = torch.tensor(input_cfg["std"]).view(1, 3, 1, 1)
-    return (x - mean) / std
+    x = v2.functional.resize(image, size, interpolation=INTERPOLATION[input_cfg["interpolation"]], antialias=True)
+    return v2.functional.normalize(x, list(input_cfg["mean"]), list(input_cfg["std"]))[None]
 
 
 def save_png(image: torch.Tensor, path: Path) -> Path:
@@ -154,19 +158,6 @@ def save_png(image: torch.Tensor, path: Path) -> Path:
     array = (image.clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy()
     Image.fromarray(array).save(path)
     return path
-
-
-def read_image(path: Path) -> torch.Tensor:
-    """An image file -> (3, H, W) float32 in [0, 1] (RGB). Raises ValueError naming an unreadable file."""
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as im:
-            rgb = im.convert("RGB")
-    except (OSError, UnidentifiedImageError) as e:
-        raise ValueError(f"{path}: not an image this machine can read ({e})") from None
-    return torch.frombuffer(bytearray(rgb.tobytes()), dtype=torch.uint8).view(rgb.height, rgb.width, 3).permute(
-        2, 0, 1).float() / 255
 
 
 def draw(model: nn.Module, paths: Sequence[Path], out: Path, layer: int = -1, head: Head = "mean",

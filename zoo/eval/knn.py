@@ -1,7 +1,8 @@
 """`zoo knn`: weighted k-nearest-neighbour classification on frozen features (DINO / DINOv2).
 
-Features are the final-normed class token (cached like the linear probe's), or with
-`features="dinov3"` DINOv3's: the class token concatenated with the mean patch token; L2-normalised;
+Features are the final-normed class token (cached like the linear probe's; DINO's, DINOv2's and
+DINOv3's kNN evaluations use it), or with `features="cls_patch_mean"` the class token concatenated
+with the mean patch token (DINOv3's linear-probe features); L2-normalised;
 similarity is the cosine; the k nearest training features vote for their class with weight
 exp(similarity / T), T = 0.07. k is chosen among {10, 20, 100, 200} on a held-out part of the
 train split (stratified, seeded); the test labels are read once, to score that k.
@@ -23,7 +24,7 @@ from .linear_probe import SealedLabels
 from .prepare import FeatureSettings, eval_processes, prepare_features
 
 
-KNN_FEATURES = {"cls": (1, False), "dinov3": (1, True)}  # FeatureSet.assemble(n blocks, with mean patch token)
+KNN_FEATURES = {"cls": (1, False), "cls_patch_mean": (1, True)}  # FeatureSet.assemble(n blocks, with mean patch token)
 
 
 @dataclass
@@ -32,7 +33,8 @@ class KnnConfig(FeatureSettings):
     ks: Tuple[int, ...] = setting((10, 20, 100, 200), "numbers of neighbours to try")
     temperature: float = setting(0.07, "softmax temperature of the votes")
     holdout_fraction: float = setting(0.1, "part of the train split held out to choose k")
-    features: str = setting("cls", "cls (DINO, DINOv2: the class token) or dinov3 (class token + mean patch token)",
+    features: str = setting("cls", "cls (the class token: DINO's, DINOv2's and DINOv3's kNN) or cls_patch_mean "
+                                   "(class token + mean patch token: DINOv3's linear-probe features)",
                             choices=tuple(KNN_FEATURES))
 
 

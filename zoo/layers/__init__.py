@@ -19,10 +19,12 @@ from .window_attention import (
     window_reverse)
 
 __all__ = [
-    "Attention", "Block", "CpuFeatures", "DropPath", "LayerNorm", "LayerNorm2d", "LayerScale", "Linear", "Mlp", "PatchEmbed",
-    "PatchMerging", "PathChoice", "RotaryEmbedding2d", "SlowPrecisionWarning", "SwiGLU", "WindowAttention", "WindowGeometry",
+    "Attention", "Block", "CpuFeatures", "DropPath", "LayerNorm", "LayerNorm2d", "LayerScale", "Linear", "Mlp",
+    "PatchEmbed", "PatchMerging", "PathChoice", "RotaryEmbedding2d", "SlowPrecisionWarning", "SwiGLU",
+    "WindowAttention", "WindowGeometry",
     "capture_attention", "cpu_features", "drop_path", "fast_path_mode", "fast_path_report", "random_masking",
     "set_fast_paths",
-    "apply_rope", "resample_pos_embed", "rotate_half", "resize_relative_position_bias_table", "sincos_1d", "sincos_2d_pos_embed",
+    "apply_rope", "resample_pos_embed", "rotate_half", "resize_relative_position_bias_table", "sincos_1d",
+    "sincos_2d_pos_embed",
     "swiglu_hidden_features", "to_2tuple", "window_geometry", "window_partition", "window_reverse",
 ]

@@ -25,8 +25,8 @@ class Attention(nn.Module):
     """Keys: `qkv` (one Linear for q, k and v), optional `q_norm` / `k_norm` (qk-norm), `proj`.
 
     `qkv_bias`: True -> `qkv.bias`; "qv" -> `q_bias` and `v_bias` parameters with the key bias held at
-    zero (BEiT / EVA / DINOv3's layout, timm's `EvaAttention` keys; a key bias would add the same
-    amount to every score of a query, which the softmax removes). The projections are
+    zero (BEiT / EVA / DINOv3's layout, timm's `EvaAttention` keys; without RoPE a key bias adds the same
+    amount to every score of a query, which the softmax removes; DINOv3 masks it). The projections are
     `zoo.layers.Linear` (oneDNN during CPU inference, see linear.py)."""
 
     def __init__(
@@ -75,7 +75,7 @@ class Attention(nn.Module):
         bias = self._qkv_bias()
         qkv = self.qkv(x) if bias is self.qkv.bias else linear(x, self.qkv.weight, bias)
         q, k, v = qkv.view(B, N, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
-        return self._attend(q, k, v, attn_mask, rope)
+        return self._attend(q, k, v, attn_mask, rope, rotate_queries=True)
 
     def _forward_first_rows(self, x: torch.Tensor, rows: int, attn_mask: Optional[torch.Tensor] = None,
                             rope: Optional[Rope] = None) -> torch.Tensor:
@@ -89,15 +89,15 @@ class Attention(nn.Module):
         q = self._heads(linear(x[:, :rows], w[:D], None if b is None else b[:D]))
         k, v = linear(x, w[D:], None if b is None else b[D:]).view(
             B, N, 2, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
-        return self._attend(q, k, v, attn_mask, rope)
+        return self._attend(q, k, v, attn_mask, rope, rotate_queries=False)  # the rows are prefix tokens
 
-    def _attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-                attn_mask: Optional[torch.Tensor], rope: Optional[Rope] = None) -> torch.Tensor:
+    def _attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, attn_mask: Optional[torch.Tensor],
+                rope: Optional[Rope] = None, rotate_queries: bool = True) -> torch.Tensor:
         """(B, heads, L, head_dim) queries, (B, heads, N, head_dim) keys and values -> (B, L, D) projected.
-        With `rope`, keys are rotated, and queries when they are the whole sequence (L == N)."""
+        With `rope` the keys' patch tokens are rotated, and the queries' with `rotate_queries`."""
         q, k = self.q_norm(q), self.k_norm(k)
         if rope is not None:
-            q = apply_rope(q, rope) if q.shape[-2] == k.shape[-2] else q
+            q = apply_rope(q, rope) if rotate_queries else q
             k = apply_rope(k, rope)
 
         dropout_p = self.attn_drop if self.training else 0.0

@@ -51,16 +51,15 @@ class RotaryEmbedding2d(nn.Module):
                 raise ValueError(f"rope {name} is a factor >= 1 (drawn from [1/{name}, {name}]), got {factor}")
         self.head_dim, self.base, self.normalize_coords = head_dim, float(base), normalize_coords
         self.shift, self.jitter, self.rescale = shift, jitter, rescale
-        exponents = torch.arange(head_dim // 4, dtype=torch.float32) * 4 / head_dim
-        self.register_buffer("periods", self.base ** exponents, persistent=False)
+        self.register_buffer("periods", _periods(head_dim, self.base), persistent=False)
 
     def _apply(self, fn, *args, **kwargs):
-        """`.to()` / `.half()` / `.bfloat16()` move the periods but keep them float32: bf16 periods would be
-        off by up to 0.4%, turning far patches by visibly wrong angles."""
+        """After `.to()` / `.half()` / `.to_empty()` ... the periods are computed again, in float32 on the new
+        device: bf16 periods would be off by up to 0.4% (far patches turned by wrong angles), and
+        `to_empty()` (materialising a model built on the meta device) leaves the buffer uninitialised."""
         module = super()._apply(fn, *args, **kwargs)
-        if self.periods.dtype != torch.float32 and self.periods.device.type != "meta":
-            exponents = torch.arange(self.head_dim // 4, dtype=torch.float32, device=self.periods.device) * 4 / self.head_dim
-            self.periods = self.base ** exponents
+        if self.periods.device.type != "meta":
+            self.periods = _periods(self.head_dim, self.base, self.periods.device)
         return module
 
     def extra_repr(self) -> str:
@@ -100,6 +99,11 @@ class RotaryEmbedding2d(nn.Module):
         angles = 2 * math.pi * coords[:, :, None] / self.periods  # (N, 2, head_dim / 4)
         angles = angles.flatten(1).tile(2)  # (N, head_dim): the same angle for both halves of a pair
         return angles.sin(), angles.cos()
+
+
+def _periods(head_dim: int, base: float, device: Optional[torch.device] = None) -> torch.Tensor:
+    """(head_dim / 4,) float32 periods base ** (4k / head_dim)."""
+    return base ** (torch.arange(head_dim // 4, dtype=torch.float32, device=device) * 4 / head_dim)
 
 
 def rotate_half(x: torch.Tensor) -> torch.Tensor:

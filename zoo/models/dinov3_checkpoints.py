@@ -7,7 +7,7 @@ Two facts the converters rely on:
 - The original masks the key bias to zero, and transformers' released configs have none
   (`key_bias=False`): zoo's `qkv_bias="qv"` keeps the query and value biases (timm's `_qkvb` keys). A
   transformers model that does hold a key bias is loaded with the full fused bias (`qkv_bias=True`):
-  dropping it would change the softmax only by rounding, but by up to ~1e-3 in deep random models.
+  with RoPE the key bias is rotated with each patch's position, so it does not cancel in the softmax.
 - The original and transformers crop the pixels of a partial patch (a strided convolution), timm pads
   them; `conventions` record the origin's choice.
 """
@@ -50,9 +50,7 @@ def _mlp_args(dim: int, hidden: int, gated: bool) -> Dict[str, Any]:
     """Builder arguments giving an MLP of `hidden` units: mlp_ratio (and SwiGLU's layer and rounding)."""
     if not gated:
         return {"mlp_ratio": hidden / dim}
-    # 8 as DINOv3 rounds; past 4096 units its 7B's 64 where the width allows, so such a checkpoint is recognised
-    # as the registry's vit_7b_patch16_dinov3 (the width is the same either way)
-    align = 64 if hidden % 64 == 0 and hidden > 4096 else (8 if hidden % 8 == 0 else 1)
+    align = 8 if hidden % 8 == 0 else 1  # any rounding that reproduces the width (the 7B's 64 gives the same)
     ratio = hidden * 3 / (2 * dim)
     if swiglu_hidden_features(int(dim * ratio), align) != hidden:
         raise ConversionError(f"gated MLP of width {hidden} at dim {dim}: no SwiGLU rounding gives it")
@@ -76,14 +74,18 @@ def from_transformers(config: Mapping[str, Any], state_dict: StateDict) -> Conve
         "img_size": image_size(config), "patch_size": int(config.get("patch_size", 16)),
         "in_chans": int(config.get("num_channels", 3)), "embed_dim": dim,
         "depth": int(config["num_hidden_layers"]), "num_heads": int(config["num_attention_heads"]),
-        "qkv_bias": True if key_bias else ("qv" if qv_bias else False), "reg_tokens": int(config.get("num_register_tokens", 0)),
+        "qkv_bias": True if key_bias else ("qv" if qv_bias else False),
+        "reg_tokens": int(config.get("num_register_tokens", 0)),
         "init_values": 1e-5, "norm_eps": float(config.get("layer_norm_eps", 1e-5)),
         "rope_base": float(config.get("rope_theta", 100.0)),
         "num_classes": 0, **_mlp_args(dim, int(config["intermediate_size"]), gated), **_COMMON,
     }
-    # how the origin treats partial patches, and its RoPE coordinate augmentations when training
+    # how the origin treats partial patches, its RoPE coordinate augmentations when training, and the SwiGLU
+    # rounding that gives its width (not compared when naming the registry variant: 8 and 64 give 7B's alike)
     conventions = {**_CROP, "rope_shift": config.get("pos_embed_shift"), "rope_jitter": config.get("pos_embed_jitter"),
                    "rope_rescale": config.get("pos_embed_rescale")}
+    if gated:
+        conventions["swiglu_align_to"] = args["swiglu_align_to"]
     args.update(conventions)
     sd = {k[len("model."):] if k.startswith("model.") else k: v for k, v in state_dict.items()}
     out: StateDict = {}
@@ -113,7 +115,8 @@ def from_transformers(config: Mapping[str, Any], state_dict: StateDict) -> Conve
     return Converted("vit", args, out, notes, prefer="dinov3", conventions=conventions)
 
 
-def to_transformers(args: Mapping[str, Any], state_dict: Mapping[str, torch.Tensor]) -> Tuple[Dict[str, Any], StateDict]:
+def to_transformers(args: Mapping[str, Any],
+                    state_dict: Mapping[str, torch.Tensor]) -> Tuple[Dict[str, Any], StateDict]:
     """A zoo DINOv3 model (its complete builder arguments and state dict) as transformers'
     `DINOv3ViTModel`: config.json as a dict and the tensors under transformers' keys. Raises
     ConversionError for a head (DINOv3ViTModel is a backbone) or a layout transformers cannot hold."""
@@ -143,23 +146,27 @@ def to_transformers(args: Mapping[str, Any], state_dict: Mapping[str, torch.Tens
             for part, t in zip("qkv", value.chunk(3)):
                 out[f"layer.{m.group(1)}.attention.{part}_proj.{m.group(2)}"] = t.contiguous()
             continue
-        out[_to_hf_key(key, gated)] = value
+        out[_to_hf_key(key)] = value
     return config, out
 
 
-def _to_hf_key(key: str, gated: bool) -> str:
-    table = [
-        (r"^cls_token$", "embeddings.cls_token"), (r"^reg_token$", "embeddings.register_tokens"),
-        (r"^patch_embed\.proj\.", "embeddings.patch_embeddings."),
-        (r"^blocks\.(\d+)\.norm([12])\.", r"layer.\1.norm\2."),
-        (r"^blocks\.(\d+)\.attn\.proj\.", r"layer.\1.attention.o_proj."),
-        (r"^blocks\.(\d+)\.attn\.([qv])_bias$", r"layer.\1.attention.\2_proj.bias"),
-        (r"^blocks\.(\d+)\.gamma_([12])$", r"layer.\1.layer_scale\2.lambda1"),
-        (r"^blocks\.(\d+)\.mlp\.fc1_g\.", r"layer.\1.mlp.gate_proj."),
-        (r"^blocks\.(\d+)\.mlp\.fc1(?:_x)?\.", r"layer.\1.mlp.up_proj."),
-        (r"^blocks\.(\d+)\.mlp\.fc2\.", r"layer.\1.mlp.down_proj."),
-    ]
-    new = rename(key, table)
+_TO_HF: List[Tuple[str, str]] = [  # zoo's (timm's) keys -> DINOv3ViTModel's; the qkv weight is split apart
+    (r"^cls_token$", "embeddings.cls_token"), (r"^reg_token$", "embeddings.register_tokens"),
+    (r"^patch_embed\.proj\.", "embeddings.patch_embeddings."),
+    (r"^blocks\.(\d+)\.norm([12])\.", r"layer.\1.norm\2."),
+    (r"^blocks\.(\d+)\.attn\.proj\.", r"layer.\1.attention.o_proj."),
+    (r"^blocks\.(\d+)\.attn\.([qv])_bias$", r"layer.\1.attention.\2_proj.bias"),
+    (r"^blocks\.(\d+)\.gamma_([12])$", r"layer.\1.layer_scale\2.lambda1"),
+    (r"^blocks\.(\d+)\.mlp\.fc1_g\.", r"layer.\1.mlp.gate_proj."),
+    (r"^blocks\.(\d+)\.mlp\.fc1(?:_x)?\.", r"layer.\1.mlp.up_proj."),
+    (r"^blocks\.(\d+)\.mlp\.fc2\.", r"layer.\1.mlp.down_proj."),
+    (r"^norm\.", "norm."),
+]
+
+
+def _to_hf_key(key: str) -> str:
+    """One of zoo's keys as transformers' DINOv3ViTModel names it; ConversionError for a key it has no place for."""
+    new = rename(key, _TO_HF)
     if new == key and not key.startswith("norm."):
         raise ConversionError(f"{key!r} has no place in transformers' DINOv3ViTModel")
     return new
@@ -167,37 +174,42 @@ def _to_hf_key(key: str, gated: bool) -> str:
 
 # ------------------------------------------------------------------------------- research release
 _RELEASE_DROPPED = (r"\.bias_mask$", r"^rope_embed\.periods$", r"^mask_token$", r"^local_cls_norm\.")
+_RELEASE_RENAMES: List[Tuple[str, str]] = [  # facebookresearch/dinov3 -> zoo's (timm's) keys
+    (r"^storage_tokens$", "reg_token"),
+    (r"\.ls([12])\.gamma$", r".gamma_\1"),
+    (r"\.mlp\.w1\.", ".mlp.fc1_g."), (r"\.mlp\.w2\.", ".mlp.fc1_x."), (r"\.mlp\.w3\.", ".mlp.fc2."),
+]
 
 
 def from_dinov3_release(state_dict: StateDict, variant: Optional[Variant] = None) -> Converted:
     """facebookresearch/dinov3's backbone files (`dinov3_vit*16_pretrain_*.pth`, plain state dicts):
     `storage_tokens` -> `reg_token`, `ls1.gamma` -> `gamma_1`, SwiGLU `w1`/`w2`/`w3` -> `fc1_g`/`fc1_x`/`fc2`,
     the fused qkv bias -> `q_bias`/`v_bias` (its key part is masked to zero by the release's
-    `bias_mask`; an all-zero bias is dropped, for the variants without one); the mask token, the RoPE
-    periods and the 7B's local-crop norm are dropped. The arguments are completed from `variant`, or the
-    registry variant with an `lvd1689m` tag and the checkpoint's width, MLP and biases (`match`)."""
+    `bias_mask`); biases that are zero in every block (the distilled B, L and H+ files) are dropped, for
+    the variants without them; the mask token, the RoPE periods and the 7B's local-crop norm are dropped.
+    The arguments are completed from `variant`, or the registry variant with an `lvd1689m` tag and the
+    checkpoint's width, MLP and biases (`match`). Raises ConversionError for a file that is not a
+    DINOv3 backbone."""
     sd: StateDict = {}
+    biases: StateDict = {}
     dropped = 0
-    qv = False
     for key, value in state_dict.items():
         if any(re.search(p, key) for p in _RELEASE_DROPPED):
             dropped += 1
-            continue
-        if key.endswith("attn.qkv.bias"):
+        elif key.endswith("attn.qkv.bias"):
             q, _, v = value.chunk(3)
-            if bool(q.any() or v.any()):
-                qv = True
-                sd[key.replace("qkv.bias", "q_bias")], sd[key.replace("qkv.bias", "v_bias")] = q, v
-            continue
-        key = key.replace("storage_tokens", "reg_token").replace(".ls1.gamma", ".gamma_1").replace(".ls2.gamma", ".gamma_2")
-        key = re.sub(r"\.mlp\.w1\.", ".mlp.fc1_g.", re.sub(r"\.mlp\.w2\.", ".mlp.fc1_x.", re.sub(r"\.mlp\.w3\.", ".mlp.fc2.", key)))
-        sd[key] = value
-    if not qv:  # drop the zero biases of every block, keep the layout of the variants without them
-        sd = {k: v for k, v in sd.items() if not re.search(r"attn\.[qv]_bias$", k)}
+            biases[key.replace("qkv.bias", "q_bias")], biases[key.replace("qkv.bias", "v_bias")] = q, v
+        else:
+            sd[rename(key, _RELEASE_RENAMES)] = value
+    qv = any(bool(b.any()) for b in biases.values())
+    if qv:
+        sd.update(biases)
     if "patch_embed.proj.weight" not in sd or "reg_token" not in sd:
         raise ConversionError("no 'patch_embed.proj.weight' / 'storage_tokens': not a DINOv3 backbone file")
     dim = sd["patch_embed.proj.weight"].shape[0]
     notes = [f"dropped {dropped} tensors of pretraining only (mask token, RoPE periods, bias masks)"] if dropped else []
+    if biases and not qv:
+        notes.append(f"dropped the all-zero qkv biases ({len(biases) // 2} blocks)")
     want: Dict[str, Any] = {"embed_dim": dim, "qkv_bias": "qv" if qv else False,
                             "mlp_layer": "swiglu_split" if "blocks.0.mlp.fc1_g.weight" in sd else "mlp"}
     args = {"embed_dim": dim, "patch_size": sd["patch_embed.proj.weight"].shape[-1], "num_classes": 0, **_CROP}

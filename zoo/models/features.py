@@ -115,12 +115,15 @@ class FeatureInfo:
         return self.entries[idx][key] if idx is not None else [e[key] for e in self.entries]
 
     def channels(self, idx: Optional[int] = None):
+        """Channels C_i of each output map (or of output `idx`)."""
         return self._get("num_chs", idx)
 
     def reduction(self, idx: Optional[int] = None):
+        """Stride of each output map in input pixels (or of output `idx`): 16 for a ViT-B/16 block."""
         return self._get("reduction", idx)
 
     def module_name(self, idx: Optional[int] = None):
+        """The module each output comes from (`blocks.11`, `layers.2`, `pyramid.0`), or output `idx`'s."""
         return self._get("module", idx)
 
     def __len__(self) -> int:
@@ -161,7 +164,7 @@ class FeatureBackbone(nn.Module):
         if feature_pyramid and len(self.out_indices) != 1:
             raise ValueError(f"feature_pyramid= reads one block's map; out_indices={out_indices} names "
                              f"{len(self.out_indices)}")
-        self.norm = feature_norm
+        self.feature_norm = feature_norm
         self.model = model
         self.feature_info = FeatureInfo([_unit_info(model, i) for i in self.out_indices])
         self.pyramid = None
@@ -178,7 +181,7 @@ class FeatureBackbone(nn.Module):
 
     def forward(self, x: torch.Tensor) -> List[torch.Tensor]:
         """(B, C, H, W) images -> [(B, C_i, h_i, w_i)] maps, one per `out_indices`."""
-        maps = self.model.forward_intermediates(x, self.out_indices, norm=self.norm, output_fmt="NCHW",
+        maps = self.model.forward_intermediates(x, self.out_indices, norm=self.feature_norm, output_fmt="NCHW",
                                                 intermediates_only=True)
         return maps if self.pyramid is None else self.pyramid(maps[-1])
 

@@ -131,8 +131,9 @@ class MaskedAutoencoder(nn.Module):
 
     # ------------------------------------------------------------------------------------ forward
     def forward_intermediates(self, x: torch.Tensor, *args, **kwargs):
-        """The encoder's blocks on the whole image (no masking), with timm's `forward_intermediates`
-        arguments and results (`VisionTransformer.forward_intermediates`)."""
+        """The encoder's blocks on whole (B, C, H, W) images, no masking: timm's `forward_intermediates`
+        arguments and results (`VisionTransformer.forward_intermediates`): `(final tokens (B, 1 + N, D),
+        [maps (B, D, h, w)])`, or the maps alone with `intermediates_only=True`."""
         return self.encoder.forward_intermediates(x, *args, **kwargs)
 
     def patchify(self, imgs: torch.Tensor) -> torch.Tensor:

@@ -120,7 +120,10 @@ def _jsonable_args(args: Mapping[str, Any]) -> Dict[str, Any]:
 
 
 # zoo arguments timm's constructor has no equivalent for: the timm architecture name sets them.
-_ZOO_ONLY_ARGS = ("distilled", "mlp_layer", "norm_eps")
+_ZOO_ONLY_ARGS = ("distilled", "mlp_layer", "norm_eps", "ls_layout")
+# zoo arguments timm's constructor takes under another name (its Eva class, which builds DINOv3)
+_TIMM_NAMES = {"rope_shift": "rope_shift_coords", "rope_jitter": "rope_jitter_coords",
+               "rope_rescale": "rope_rescale_coords", "rope_base": "rope_temperature"}
 # An origin's conventions for other input sizes (docs/hub.md): timm has its own, which the export takes.
 _ORIGIN_ARGS = ("pos_embed_resample", "bias_table_resample", "window_padding", "dynamic_img_crop")
 
@@ -149,7 +152,7 @@ def _write_timm_config(path: Path, model: nn.Module, cfg: Mapping[str, Any], ful
     if clash:
         raise ValueError(f"format='timm': {', '.join(f'{k}={model_args[k]!r}' for k in clash)} differs from timm's "
                          f"{name}, and timm's constructor has no such argument")
-    model_args = {k: tuple(v) if isinstance(v, list) else v for k, v in model_args.items()}
+    model_args = {_TIMM_NAMES.get(k, k): tuple(v) if isinstance(v, list) else v for k, v in model_args.items()}
     with torch.device("meta"):
         reference = timm.create_model(name, pretrained=False, **model_args)
         # where zoo's variant chose otherwise than timm's builder (DINOv3: class-token pooling, padding of
@@ -169,7 +172,8 @@ def _write_timm_config(path: Path, model: nn.Module, cfg: Mapping[str, Any], ful
 
 
 def _behaviour(model: nn.Module) -> Dict[str, Any]:
-    """The builder arguments timm and zoo may default differently: pooling and padding of partial patches."""
+    """The builder arguments where zoo's variant and timm's builder of the same name may choose otherwise
+    (pooling, padding of partial patches), as the built `model` (zoo's or timm's) has them."""
     embed = getattr(model, "patch_embed", None)
     return {"global_pool": getattr(model, "global_pool", None),
             "dynamic_img_pad": getattr(embed, "dynamic_img_pad", None) if hasattr(model, "cls_token") else None}
