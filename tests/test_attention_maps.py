@@ -146,3 +146,11 @@ def test_command_draws_the_sample_photos(tmp_path, capsys):
     flat = overlay(torch.zeros(3, 8, 8), torch.full((2, 2), 0.3))  # a uniform map gives one colour: the check bites
     assert flat.std(dim=(1, 2)).max() < 1e-6
     assert main(["attention", str(tmp_path / "missing.png"), "--model", str(tmp_path / "model")]) == 2
+    (tmp_path / "again").mkdir()  # another photo0.png: its maps get their own names
+    Image.fromarray(load_sample_images().images[0]).save(tmp_path / "again" / "photo0.png")
+    with pytest.warns(UserWarning, match="RANDOMLY INITIALISED"):
+        assert main(["attention", str(photos[0]), str(tmp_path / "again" / "photo0.png"), "--model",
+                     "vit_small_patch16_dinov3", "--size", "64", "--out", str(tmp_path / "twice")]) == 0
+    assert capsys.readouterr().out.split() == [str(tmp_path / "twice" / n) for n in
+                                               ("photo0_attention.png", "photo0_2_attention.png")]
+    assert main(["attention", str(photos[0]), "--model", str(tmp_path / "model"), "--size", "0"]) == 2

@@ -94,7 +94,7 @@ def test_features_only_prunes_and_checks():
     assert [m.shape for m in backbone(torch.randn(1, 3, 64, 64))] == [(1, 384, 4, 4)] * 2
     with pytest.raises(ValueError, match="out of range"):
         zoo.create("vit_small_patch16_224", depth=6, img_size=64, features_only=True, out_indices=(7,))
-    with pytest.raises(TypeError, match="out_indices"):  # only with features_only
+    with pytest.raises(TypeError, match="out_indices only apply with features_only=True"):
         zoo.create("vit_small_patch16_224", depth=2, out_indices=(1,))
     with pytest.raises(ValueError, match="features_only backbone"):
         zoo.save_pretrained(backbone, "unused")

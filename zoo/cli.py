@@ -325,7 +325,8 @@ def build_parser() -> argparse.ArgumentParser:
                          "configurations x 13 learning rates trained together, the best head chosen on a held-out "
                          "part of the train split, then scored once on the test split.")
     _add_job(sub, "knn", KnnConfig, cmd_knn, help="weighted kNN classification on frozen features",
-             description="kNN on L2-normalised class-token features (T=0.07), k chosen on held-out train.")
+             description="kNN on L2-normalised class-token features (or --features cls_patch_mean) (T=0.07), "
+                         "k chosen on held-out train.")
     _add_job(sub, "quickstart", QuickstartConfig, cmd_quickstart,
              help="the whole pipeline on the built-in digits in a few minutes",
              description="MAE-pretrain a small ViT on scikit-learn's digits, linear-probe it, probe the "

@@ -36,12 +36,10 @@ for _family in models.FAMILIES:
 
 
 def is_repo_reference(name: Any) -> bool:
-    """True for what `create` loads as a saved model rather than a registry name: `"hf-hub:org/repo"`,
-    a path object, or a string that looks like a path (has a '/' or starts with '.' or '~'). (`create` also
-    takes a bare folder name, such as "runs", when no registered model has that name.)"""
-    if isinstance(name, os.PathLike):
-        return True
-    return isinstance(name, str) and (name.startswith(("hf-hub:", ".", "~")) or "/" in name or os.sep in name)
+    """True for `"hf-hub:org/repo"`, a path object or a path-like string ('/' in it, or a leading '.' or '~'):
+    what `create` loads as a saved model (it also takes a bare folder name no registered model has)."""
+    path_like = isinstance(name, str) and (name.startswith(("hf-hub:", ".", "~")) or "/" in name or os.sep in name)
+    return isinstance(name, os.PathLike) or path_like
 
 
 def create(
@@ -70,13 +68,15 @@ def create(
     `family` picks what a saved model is read as where several families read its origin (transformers'
     ViTMAEForPreTraining: the "vit" encoder, or the whole "mae" model with family="mae").
     `features_only=True` wraps the model as a dense-feature backbone (`out_indices`, `feature_norm`,
-    `feature_pyramid`: `zoo.models.features.FeatureBackbone`). `registry`: the process-wide one by default.
-    The module carries `model.zoo_config` (name, family, tag, arguments, input config, and where loaded
-    weights came from and what was adapted). Raises UnknownModelError, TypeError (an argument the family
-    does not take), ValueError (conflicting arguments) and the `zoo.weights` errors (docs/hub.md).
-    """
-    if overrides.pop("features_only", False):  # the model built as asked, then wrapped
-        wrap = {k: overrides.pop(k) for k in ("out_indices", "feature_norm", "feature_pyramid") if k in overrides}
+    `feature_pyramid`: `zoo.models.features.FeatureBackbone`). The module carries `model.zoo_config`
+    (name, family, tag, arguments, input config, where loaded weights came from and what was adapted).
+    Raises UnknownModelError, TypeError (an argument the family does not take), ValueError (conflicting
+    arguments) and the `zoo.weights` errors (docs/hub.md)."""
+    features_only = overrides.pop("features_only", False)
+    wrap = {k: overrides.pop(k) for k in ("out_indices", "feature_norm", "feature_pyramid") if k in overrides}
+    if wrap and not features_only:
+        raise TypeError(f"create({name!r}): {', '.join(wrap)} only apply with features_only=True")
+    if features_only:  # the model built as asked, then wrapped
         model = create(name, pretrained, num_classes, img_size, checkpoint_path, revision, cache_dir, registry,
                        checkpoint_branch, family, **overrides)
         return models.features.FeatureBackbone(model, **wrap)

@@ -16,6 +16,7 @@ explicit softmax path; every other forward pass keeps the fused kernel.
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import List, Optional, Sequence, Tuple, Union
@@ -90,7 +91,7 @@ def attention_maps(model: nn.Module, images: torch.Tensor, layer: int = -1, head
     if hasattr(model, "layers") and hasattr(model, "forward_stage_summaries"):
         if rollout:
             raise ValueError("attention rollout needs one token set through all blocks; Swin's windows and patch "
-                             "merging change it (leave --rollout out for Swin)")
+                             "merging change it: draw Swin's maps without rollout")
         return _swin_maps(model, images, layer, head)
     raise ValueError(f"{type(model).__name__}: attention maps are drawn for the ViT family and Swin")
 
@@ -160,13 +161,31 @@ def save_png(image: torch.Tensor, path: Path) -> Path:
     return path
 
 
+def _unique_stems(paths: Sequence[Path]) -> List[str]:
+    """File stems for the outputs, made unique: a stem seen before gets `_2`, `_3`, ... (a/x.jpg, b/x.jpg)."""
+    seen: dict = {}
+    stems = []
+    for path in paths:
+        stem = Path(path).stem
+        seen[stem] = seen.get(stem, 0) + 1
+        stems.append(stem if seen[stem] == 1 else f"{stem}_{seen[stem]}")
+    return stems
+
+
 def draw(model: nn.Module, paths: Sequence[Path], out: Path, layer: int = -1, head: Head = "mean",
          rollout: bool = False, short_side: Optional[int] = None) -> List[Path]:
     """`zoo attention`: for each image file, `<out>/<stem>_attention.png` (and `<stem>_rollout.png`), the
     photo at its own size with the map over it. The model sees the photo with its shorter side at
     `short_side` pixels (default: the model's input size), aspect ratio kept, where the model takes
     any size (DINOv3, Swin, `dynamic_img_size=True`); a fixed-size ViT sees it resized to its input
-    size. Returns the files written; raises ValueError for an unreadable image (before any is drawn)."""
+    size. Outputs of photos with the same stem get `_2`, `_3`, ... Warns for a model with random weights.
+    Returns the files written; raises ValueError for an unreadable image (before any is drawn) or a
+    `short_side` below 1."""
+    if "weights" not in model.zoo_config:
+        warnings.warn("drawing the attention of a model with RANDOMLY INITIALISED weights: the maps show no learned "
+                      "structure. Pass --pretrained (a registry name), or a trained model's folder.", stacklevel=2)
+    if short_side is not None and short_side < 1:
+        raise ValueError(f"the shorter side must be at least 1 pixel, got {short_side}")
     cfg = model.zoo_config["input"]
     short_side = short_side or min(cfg["img_size"])
     inner = model.encoder if hasattr(model, "forward_encoder") else model
@@ -176,10 +195,9 @@ def draw(model: nn.Module, paths: Sequence[Path], out: Path, layer: int = -1, he
     images = [read_image(path) for path in paths]
     out.mkdir(parents=True, exist_ok=True)
     written = []
-    for path, image in zip(paths, images):
+    for path, image, stem in zip(paths, images, _unique_stems(paths)):
         x = model_input(image, cfg, short_side, multiple, fixed)
         maps = attention_maps(model, x, layer, head, rollout)
-        stem = Path(path).stem
         written.append(save_png(overlay(image, maps.attention[0]), out / f"{stem}_attention.png"))
         if maps.rollout is not None:
             written.append(save_png(overlay(image, maps.rollout[0]), out / f"{stem}_rollout.png"))
