@@ -39,7 +39,7 @@ def test_parity_with_timm(name):
     ref, ours = pair(name, **({"img_size": 9 * zoo.model_info(name).args.get("patch_size", 16)}
                               if any(b in name for b in BIG) else {}))
     assert set(ref.state_dict()) == set(ours.state_dict())
-    x = images(ours, batch=1 if "518" in str(ours.patch_embed.img_size) or "dinov2" in name else 2)
+    x = images(ours, batch=1 if max(ours.patch_embed.img_size) >= 384 or "dinov2" in name else 2)  # big grids: 1
     with torch.no_grad():
         out, ref_out = ours(x), ref(x)
         assert out.std() > 1e-2  # the comparison is not between two near-zero tensors
