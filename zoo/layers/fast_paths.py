@@ -326,8 +326,11 @@ def use_fast_path(name: str) -> bool:
     """Whether the fast path `name` (one of `FAST_PATHS`) runs now. Cheap: called on every forward.
 
     Raises ValueError for an unknown name, and (on every call until fixed) for an unknown
-    `ZOO_FAST_PATHS` or `ZOO_MAX_CPU_ISA` value.
+    `ZOO_FAST_PATHS` or `ZOO_MAX_CPU_ISA` value. False while torch.compile traces the model: the fast
+    paths are eager-mode kernels, and under the compiler its own code generation chooses the kernels.
     """
+    if torch.compiler.is_compiling():
+        return False
     enabled = _State.enabled
     if not enabled:
         _refresh()

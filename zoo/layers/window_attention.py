@@ -141,8 +141,10 @@ def window_geometry(
 
         gather = by_window(source).flatten()  # (nW * N,)
         real_slots = by_window(real).flatten()
-        scatter = torch.empty(H * W, dtype=torch.long)
-        scatter[gather[real_slots]] = torch.arange(num_windows * N)[real_slots]
+        # each map token's slot; padded slots write to a spare entry H*W, dropped (no data-dependent shapes,
+        # so torch.compile traces this without a graph break)
+        targets = torch.where(real_slots, gather, H * W)
+        scatter = torch.zeros(H * W + 1, dtype=torch.long).scatter_(0, targets, torch.arange(num_windows * N))[:H * W]
 
         mask = None
         has_padding = (Hp, Wp) != (H, W)
@@ -220,8 +222,9 @@ class WindowAttention(nn.Module):
         there is no mask), in `dtype`. Cached while no gradient flows to the table (inference), and
         rebuilt whenever the table changes (optimizer step, load_state_dict, .to())."""
         table = self.relative_position_bias_table
-        # Inference tensors (a model built under inference_mode) keep no version counter: no caching.
-        if (torch.is_grad_enabled() and table.requires_grad) or table.is_inference():
+        # Inference tensors (a model built under inference_mode) keep no version counter: no caching; nor
+        # under torch.compile, which builds the bias inside its graph.
+        if torch.compiler.is_compiling() or (torch.is_grad_enabled() and table.requires_grad) or table.is_inference():
             return self._build_bias(geometry, dtype)
         key = (geometry.key, dtype, table.dtype, table.data_ptr(), table._version)
         bias = self._bias_cache.get(key)
