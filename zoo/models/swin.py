@@ -76,7 +76,9 @@ class SwinTransformerBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, H, W, C) -> (B, H, W, C)
         _, H, W, _ = x.shape
-        geometry = window_geometry((H, W), self.window_size, self.shift_size, x.device, self.window_padding)
+        # eager runs read the geometry cache; the compiler traces the (pure) function into its graph instead
+        layout = window_geometry.__wrapped__ if torch.compiler.is_compiling() else window_geometry
+        geometry = layout((H, W), self.window_size, self.shift_size, x.device, self.window_padding)
         windows = window_partition(self.norm1(x), geometry)  # (B * nW, N, C)
         x = x + self.drop_path1(window_reverse(self.attn(windows, geometry), geometry))
         return x + self.drop_path2(self.mlp(self.norm2(x)))
