@@ -55,3 +55,46 @@ def test_compiled_model_gives_the_eager_outputs(family):
         ref_grad, = torch.autograd.grad(ref.square().sum(), x)
         assert max_diff(grad, ref_grad) < 1e-4
     dynamo.reset()
+
+
+def test_commands_compile(tmp_path):
+    """--compile reaches the model in the training loop (MAE pretraining: the same losses as eager, the
+    checkpoint's keys unchanged), the feature extraction of linear-probe / knn and `zoo predict`; backend
+    "eager" keeps it quick on 2 cores (inductor works the same way, minutes slower to start)."""
+    import json
+
+    from safetensors.torch import load_file
+    from test_training import micro_cfg
+
+    from zoo.eval.features import extract_features
+    from zoo.predict import predict
+    from zoo.training.mae import pretrain_mae
+
+    runs = {}
+    for backend in (None, "eager"):
+        out = tmp_path / f"mae-{backend}"
+        pretrain_mae(micro_cfg(out, epochs=1, compile=backend, log_to="none"))
+        runs[backend] = [json.loads(line)["loss"] for line in (out / "metrics.jsonl").read_text().splitlines()
+                         if "loss" in json.loads(line)]
+        assert not any("_orig_mod" in k for k in load_file(str(out / "encoder" / "model.safetensors")))
+    assert len(runs[None]) > 0 and max(abs(a - b) for a, b in zip(runs[None], runs["eager"])) < 1e-4
+    dynamo.reset()
+
+    model = randomize_(zoo.create("vit_small_patch16_224", depth=1, img_size=32, num_classes=3)).eval()
+    model.zoo_config["input"].update(crop_pct=1.0)
+    images = torch.rand(4, 3, 32, 32)
+    eager = extract_features(model, torch.utils.data.TensorDataset(images), torch.zeros(4), 4, progress=False)
+    compiled = extract_features(model, torch.utils.data.TensorDataset(images), torch.zeros(4), 4, progress=False,
+                                compile="eager")
+    assert max_diff(eager.summaries, compiled.summaries) < 1e-4
+    from PIL import Image
+
+    paths = []
+    for i in range(2):
+        paths.append(tmp_path / f"{i}.png")
+        Image.fromarray((images[i].permute(1, 2, 0) * 255).byte().numpy()).save(paths[-1])
+    plain = predict(paths, model, top_k=3, num_workers=0)
+    fast = predict(paths, model, top_k=3, num_workers=0, compile="eager")
+    assert [[label for label, _ in p] for p in plain] == [[label for label, _ in p] for p in fast]
+    assert max(abs(a[1] - b[1]) for p, q in zip(plain, fast) for a, b in zip(p, q)) < 1e-4
+    dynamo.reset()

@@ -31,7 +31,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     paths = image_files(args.images)
     model = load_classifier(args.model, _pretrained(args))
     results = predict(paths, model, args.top_k, batch_size=args.batch_size, device=args.device,
-                      precision=args.precision, tta=args.tta, num_workers=args.workers,
+                      precision=args.precision, tta=args.tta, num_workers=args.workers, compile=args.compile,
                       progress=len(paths) > args.batch_size and sys.stderr.isatty())
     if args.out:
         print(write_predictions(paths, results, args.out))
@@ -72,6 +72,8 @@ def add_image_commands(sub) -> None:
                    help="test-time augmentation: mean probabilities over the mirror or five crops (default: none)")
     p.add_argument("--out", help="write the predictions to this .csv or .jsonl file instead of printing them")
     p.add_argument("--workers", type=int, help="image-loading processes (default: CPUs - 1, at most 8)")
+    p.add_argument("--compile", "--torchcompile", nargs="?", const="inductor",
+                   help="torch.compile the model: --compile (inductor) or --compile BACKEND")
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("attention", help="draw attention maps over images (class token, rollout; Swin windows)",

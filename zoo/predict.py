@@ -102,14 +102,15 @@ class _Images(Dataset):
 @torch.no_grad()
 def predict(images: Sequence[Union[str, Path]], model, top_k: int = 5, batch_size: int = 32,
             device: Optional[Union[str, torch.device]] = None, precision: str = "fp32", tta: str = "none",
-            num_workers: Optional[int] = None, progress: bool = False) -> List[Prediction]:
+            num_workers: Optional[int] = None, progress: bool = False, compile: Optional[str] = None) -> List[Prediction]:
     """[(label, probability)] x top_k for each image file (in order), with the model's own eval
     preprocessing (`transforms_for`), `batch_size` images at a time on `device` (default: the model's),
     in `precision` ("fp32", "bf16" or "fp16" autocast). `tta`: "none", "flip" (the mean of the
     probabilities of the image and its mirror) or "five-crop" (of the four corner and the centre crops
     of the resized image). `num_workers` loader processes (default: `zoo.data.default_workers()`);
-    `progress` shows a bar. The model is moved to `device` (and put in eval mode). Raises ValueError
-    for an unreadable image (naming it) or a bad argument."""
+    `progress` shows a bar; `compile` names a torch.compile backend ("inductor", ...) for the forward
+    passes. The model is moved to `device` (and put in eval mode). Raises ValueError for an unreadable
+    image (naming it) or a bad argument."""
     if tta not in TTA_MODES:
         raise ValueError(f"tta must be one of {TTA_MODES}, got {tta!r}")
     if precision not in PRECISIONS:
@@ -124,11 +125,12 @@ def predict(images: Sequence[Union[str, Path]], model, top_k: int = 5, batch_siz
     from tqdm import tqdm
 
     try:
-        probs = torch.cat(list(_run(loader, model, device, precision, tta, progress, tqdm)))
+        run = torch.compile(model, backend=compile) if compile else model
+        probs = torch.cat(list(_run(loader, run, device, precision, tta, progress, tqdm)))
     except ValueError as e:  # from a loader process: keep our message, not the worker's traceback
         found = re.search(r"(\S+: cannot read it as an image \(.*?\))", str(e))
         raise ValueError(found.group(1) if found else str(e)) from None
-    return top_k_predictions(probs, label_names(model), top_k)
+    return top_k_predictions(probs, label_names(model), top_k)  # the labels: from the model, not its compiled twin
 
 
 def _run(loader, model, device: torch.device, precision: str, tta: str, progress: bool, tqdm):

@@ -101,9 +101,11 @@ def summarize(model: nn.Module, images: torch.Tensor, n_last: int = N_LAST):
 def extract_features(model: nn.Module, dataset: Dataset, labels: torch.Tensor, batch_size: int = 128,
                      device: torch.device = torch.device("cpu"), precision: str = "fp32", workers: int = 0,
                      progress: bool = True, desc: str = "features",
-                     on_batch: Optional[Callable[[], None]] = None) -> FeatureSet:
-    """Run the frozen `model` (eval mode) over `dataset` (which yields images) and collect features."""
+                     on_batch: Optional[Callable[[], None]] = None, compile: Optional[str] = None) -> FeatureSet:
+    """Run the frozen `model` (eval mode) over `dataset` (which yields images) and collect features;
+    `compile` names a torch.compile backend for the extraction (`summarize`), None runs it eagerly."""
     model.eval()
+    run = torch.compile(summarize, backend=compile) if compile else summarize
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers)
     summaries, means = [], []
     ctx = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if precision == "bf16" else torch.no_grad
@@ -116,7 +118,7 @@ def extract_features(model: nn.Module, dataset: Dataset, labels: torch.Tensor, b
     for images in loader:
         images = images[0] if isinstance(images, (list, tuple)) else images
         with ctx():
-            s, m = summarize(model, images.to(device))
+            s, m = run(model, images.to(device))
         summaries.append(s.float().cpu())
         means.append(m.float().cpu())
         if on_batch is not None:

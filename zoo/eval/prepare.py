@@ -29,6 +29,9 @@ class FeatureSettings:
                                   "class, a .csv / .jsonl of path,label rows, or a Hugging Face dataset folder")
     out: Path = setting(Path("runs/features"), "output directory")
     img_size: Optional[int] = setting(None, "input size (default: the model's)")
+    compile: Optional[str] = setting(None, "torch.compile the model: --compile (inductor) or --compile BACKEND "
+                                           "(aot_eager, eager: no code generation)", nargs="?", const="inductor",
+                                     aliases=("--torchcompile",))
     precision: str = setting("fp32", "fp32 or bf16 (autocast) for feature extraction", choices=("fp32", "bf16"))
     extract_batch_size: int = setting(128, "images per forward pass during extraction")
     cache_dir: Optional[Path] = setting(None, "feature cache (default: $ZOO_CACHE/features or ~/.cache/zoo/features)")
@@ -163,12 +166,13 @@ def _extract(model, dataset, labels: torch.Tensor, cfg: FeatureSettings, device:
     every process's shares gathered and put back in dataset order."""
     if not dist.distributed:
         return extract_features(model, dataset, labels, cfg.extract_batch_size, device, cfg.precision, workers,
-                                cfg.progress, f"features ({name})")
+                                cfg.progress, f"features ({name})", compile=cfg.compile)
     from torch.utils.data import Subset
 
     mine = list(range(dist.rank, len(dataset), dist.world_size))
     part = extract_features(model, Subset(dataset, mine), labels[mine], cfg.extract_batch_size, device,
-                            cfg.precision, workers, cfg.progress and dist.is_main, f"features ({name}, rank 0)")
+                            cfg.precision, workers, cfg.progress and dist.is_main, f"features ({name}, rank 0)",
+                            compile=cfg.compile)
     shares = all_gather_objects((part.summaries, part.patch_mean))
     summaries = torch.empty((len(dataset), *part.summaries.shape[1:]), dtype=part.summaries.dtype)
     means = torch.empty((len(dataset), *part.patch_mean.shape[1:]), dtype=part.patch_mean.dtype)

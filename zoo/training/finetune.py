@@ -91,6 +91,9 @@ class FinetuneConfig:
     holdout_fraction: float = setting(0.1, "for digits: part of train held out as the val split")
     val_fraction: float = setting(0.2, "share of each class held out as val when --data has no splits (one "
                                        "class-folder tree, a .csv / .jsonl file, a dataset); seeded by --seed")
+    compile: Optional[str] = setting(None, "torch.compile the model: --compile (inductor) or --compile BACKEND "
+                                           "(aot_eager, eager: no code generation)", nargs="?", const="inductor",
+                                     aliases=("--torchcompile",))
     precision: str = setting("fp32", "fp32, bf16 (autocast) or fp16 (CUDA, grad scaler)", choices=PRECISIONS)
     ckpt_every: int = setting(1, "write a checkpoint every N epochs (and at the end)")
     ckpt_every_steps: int = setting(0, "also write a checkpoint every N optimizer steps inside epochs (0: off); "
@@ -118,8 +121,10 @@ def optimizer_and_schedule(model: nn.Module, cfg: "FinetuneConfig", lr: float, b
     from timm.scheduler import create_scheduler_v2
 
     groups = optimizer_groups(model, cfg.weight_decay, cfg.layer_decay)
+    cuda = next(model.parameters()).device.type == "cuda"
+    fused = {"fused": True} if cuda and cfg.opt.lower() == "adamw" else {}  # PyTorch's fused AdamW kernel on GPUs
     try:
-        optimizer = create_optimizer_v2(groups, opt=cfg.opt, lr=lr, momentum=cfg.momentum)
+        optimizer = create_optimizer_v2(groups, opt=cfg.opt, lr=lr, momentum=cfg.momentum, **fused)
     except (AssertionError, ValueError, KeyError):
         raise ValueError(f"--opt {cfg.opt!r}: timm has no optimizer of that name; e.g. adamw, sgd, momentum, lamb, "
                          f"lars, adan (timm.optim.list_optimizers() lists them)") from None

@@ -71,6 +71,7 @@ class TrainConfig:
     progress: bool = True
     stop_after_epoch: Optional[int] = None  # pause (with a checkpoint) after this epoch; resume continues
     log_to: Tuple[str, ...] = ("tensorboard", "csv")  # sinks besides metrics.jsonl (zoo.common.logs)
+    compile: Optional[str] = None  # torch.compile backend for the model (in place: its keys do not change)
     settings: Optional[Dict[str, Any]] = None  # the command's settings, for the sinks that record them (wandb)
 
 
@@ -200,6 +201,8 @@ class Trainer:
                              "(batches are full: drop_last); lower --batch-size or add data")
         self.cfg, self.dist = cfg, dist
         self.model = model  # the unwrapped model: checkpoints, callbacks and exports use this one
+        if cfg.compile:  # before DDP wraps it; `Module.compile` keeps the state dict's keys
+            model.compile(backend=cfg.compile)
         self.train_model = (DistributedDataParallel(model, device_ids=[dist.device] if dist.device.type == "cuda"
                                                     else None) if dist.distributed else model)
         self.optimizer, self.scheduler, self.loader, self.step_fn = optimizer, scheduler, loader, step_fn

@@ -50,6 +50,9 @@ class MAEPretrainConfig:
     img_size: Optional[int] = setting(None, "input size (default: the model's)")
     crop_scale: Tuple[float, float] = setting((0.2, 1.0), "RandomResizedCrop area range")
     hflip: float = setting(0.5, "horizontal flip probability")
+    compile: Optional[str] = setting(None, "torch.compile the model: --compile (inductor) or --compile BACKEND "
+                                           "(aot_eager, eager: no code generation)", nargs="?", const="inductor",
+                                     aliases=("--torchcompile",))
     precision: str = setting("fp32", "fp32, bf16 (autocast, CPU or CUDA) or fp16 (CUDA, with a grad scaler)",
                              choices=PRECISIONS)
     clip_grad: Optional[float] = setting(None, "clip the gradient norm to this value")
@@ -129,7 +132,8 @@ def _pretrain(cfg: MAEPretrainConfig, resume: Optional[Path], dist: DistInfo) ->
     loader = train_loader(train_ds, cfg, dist)
     lr, eff_batch = scaled_lr(cfg, dist)
     groups = param_groups_weight_decay(model, cfg.weight_decay, no_weight_decay_list=model.no_weight_decay())
-    optimizer = torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.95))
+    fused = {"fused": True} if dist.device.type == "cuda" else {}  # one kernel for the whole update on GPUs
+    optimizer = torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.95), **fused)
     scheduler = warmup_cosine(optimizer, cfg, len(loader))
 
     def step(train_model, imgs) -> StepOutput:

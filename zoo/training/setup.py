@@ -71,7 +71,8 @@ def trainer_config(cfg: Any) -> TrainConfig:
                        clip_grad=cfg.clip_grad, ckpt_every=cfg.ckpt_every, keep_checkpoints=cfg.keep_checkpoints,
                        ckpt_every_steps=cfg.ckpt_every_steps,
                        log_every=cfg.log_every, seed=cfg.seed, progress=cfg.progress,
-                       stop_after_epoch=cfg.stop_after_epoch, log_to=parse_log_to(cfg.log_to), settings=to_dict(cfg))
+                       stop_after_epoch=cfg.stop_after_epoch, log_to=parse_log_to(cfg.log_to), settings=to_dict(cfg),
+                       compile=cfg.compile)
 
 
 def write_config(cfg: Any, dist: DistInfo) -> None:
