@@ -75,6 +75,16 @@ class TrainConfig:
     settings: Optional[Dict[str, Any]] = None  # the command's settings, for the sinks that record them (wandb)
 
 
+def _wrap(model: nn.Module, cfg: TrainConfig, dist: DistInfo) -> nn.Module:
+    """The module the training steps call: `model`, compiled in place when `cfg.compile` names a backend
+    (`Module.compile` keeps the state dict's keys), then wrapped in DDP when there are several processes."""
+    if cfg.compile:
+        model.compile(backend=cfg.compile)
+    if not dist.distributed:
+        return model
+    return DistributedDataParallel(model, device_ids=[dist.device] if dist.device.type == "cuda" else None)
+
+
 class Callback:
     """Hooks into `Trainer`. All methods are optional."""
 
@@ -201,10 +211,7 @@ class Trainer:
                              "(batches are full: drop_last); lower --batch-size or add data")
         self.cfg, self.dist = cfg, dist
         self.model = model  # the unwrapped model: checkpoints, callbacks and exports use this one
-        if cfg.compile:  # before DDP wraps it; `Module.compile` keeps the state dict's keys
-            model.compile(backend=cfg.compile)
-        self.train_model = (DistributedDataParallel(model, device_ids=[dist.device] if dist.device.type == "cuda"
-                                                    else None) if dist.distributed else model)
+        self.train_model = _wrap(model, cfg, dist)
         self.optimizer, self.scheduler, self.loader, self.step_fn = optimizer, scheduler, loader, step_fn
         self.callbacks = list(callbacks)
         self.scaler = torch.amp.GradScaler(dist.device.type, enabled=cfg.precision == "fp16")
