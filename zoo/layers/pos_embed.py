@@ -59,7 +59,7 @@ def resample_grid(grid: torch.Tensor, new_size: Sequence[int], method: str = "bi
     computed in float32 (float64 stays float64) and returned in the input dtype. Raises ValueError
     for an unknown method."""
     check_resample_method(method)
-    new_size = (int(new_size[0]), int(new_size[1]))
+    new_size = tuple(new_size) if torch.compiler.is_exporting() else (int(new_size[0]), int(new_size[1]))
     compute = torch.float64 if grid.dtype == torch.float64 else torch.float32
     x = grid.to(compute)
     if method == "bicubic_offset":
@@ -120,14 +120,18 @@ def resample_pos_embed(
     `method` is the origin's convention (RESAMPLE_METHODS; default timm's antialiased bicubic),
     computed in float32 (float64 stays float64) and returned in the input dtype and device. The same
     function serves dynamic input sizes at run time and checkpoints loaded at another resolution.
+    While `torch.export` traces a graph for any input size (ONNX export) the grid is always resampled
+    (to the same size it is the identity for the bicubic methods) and `new_size` stays symbolic.
     """
-    new_size, old_size = (int(new_size[0]), int(new_size[1])), (int(old_size[0]), int(old_size[1]))
+    exporting = torch.compiler.is_exporting()
+    new_size = tuple(new_size) if exporting else (int(new_size[0]), int(new_size[1]))
+    old_size = (int(old_size[0]), int(old_size[1]))
     expected = num_prefix_tokens + old_size[0] * old_size[1]
     if pos_embed.ndim != 3 or pos_embed.shape[1] != expected:
         raise ValueError(
             f"pos_embed of shape {tuple(pos_embed.shape)} does not hold {num_prefix_tokens} prefix rows plus a "
             f"{old_size[0]}x{old_size[1]} grid ({expected} rows)")
-    if new_size == old_size:
+    if new_size == old_size and not exporting:
         return pos_embed
     prefix, grid = pos_embed[:, :num_prefix_tokens], pos_embed[:, num_prefix_tokens:]
     dim = grid.shape[-1]

@@ -256,14 +256,14 @@ class WindowAttention(nn.Module):
         dropout_p = self.attn_drop if self.training else 0.0
         # bf16/fp16 on a CPU with that dtype in hardware (fast_paths.py): the explicit path, the mask added
         # in place per window and broadcast over the batch; elsewhere SDPA.
-        if self.attn_sink is None and not _prefer_explicit(q):
+        if self.attn_sink is None and not _prefer_explicit(q) and not torch.compiler.is_exporting():
             if mask.shape[0] > 1:  # one mask per window: the same for every image of the batch
                 mask = mask.repeat(BW // mask.shape[0], 1, 1, 1)  # (B * nW, heads, N, N)
             x = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
         else:  # explicit softmax: per window, the mask broadcasts over the batch
             q, k, v = (t.unflatten(0, (-1, geometry.num_windows)) for t in (q, k, v))  # (B, nW, ...)
             x = explicit_attention(q, k, v, mask, dropout_p, self.attn_sink, self.scale).flatten(0, 1)  # (B*nW, ...)
-        x = x.transpose(1, 2).reshape(BW, N, C)  # (B * nW, N, C)
+        x = x.transpose(1, 2).flatten(2)  # (B * nW, N, C)
         return self.proj_drop(self.proj(x))
 
 

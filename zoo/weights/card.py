@@ -89,9 +89,15 @@ def model_card(cfg: Mapping[str, Any], args: Mapping[str, Any], license: Optiona
         auto = "AutoModelForImageClassification" if num_classes else "AutoModel"
         usage = (f"from transformers import {auto}\n\nmodel = {auto}.from_pretrained(\"{repo_id or where}\").eval()"
                  f"\n# or zoo: zoo.create(\"{where if not repo_id else 'hf-hub:' + repo_id}\")")
+    elif format == "onnx":
+        usage = ("import onnxruntime\n\nsession = onnxruntime.InferenceSession(\"model.onnx\")\n"
+                 "output = session.run(None, {\"pixel_values\": images})[0]  # images: (B, 3, H, W) float32, "
+                 f"normalised as above\n# or zoo: zoo.create(\"{where}\")")
     else:
         usage = f"import zoo\n\nmodel = zoo.create(\"{where}\").eval()  # weights, config and input size from this repo"
-    if format == "transformers":
+    if format == "onnx":
+        pass
+    elif format == "transformers":
         usage += f"\noutputs = model(pixel_values=images)  # {'.logits' if num_classes else '.last_hidden_state'}"
     else:
         usage += ("\nlogits = model(images)  # images: (B, 3, H, W), normalised as above" if num_classes else

@@ -22,7 +22,7 @@ from .card import input_sizes, model_card
 from .source import CARD_NAME, CONFIG_NAME, WEIGHTS_NAME, PathLike
 
 log = logging.getLogger("zoo.weights")
-SAVE_FORMATS = ("zoo", "timm", "transformers")
+SAVE_FORMATS = ("zoo", "timm", "transformers", "onnx")
 PREPROCESSOR_NAME = "preprocessor_config.json"
 _PIL_RESAMPLE = {"nearest": 0, "bilinear": 2, "bicubic": 3}  # PIL's codes, which transformers' processors use
 
@@ -38,7 +38,9 @@ def save_pretrained(model: nn.Module, save_dir: PathLike, family: Family, full_a
     `timm.create_model("local-dir:DIR", pretrained=True)` (or `hf-hub:`) loads it; `format="transformers"`
     writes transformers' config.json, weights under its keys and a preprocessor_config.json, for
     `transformers.AutoModel` / `AutoModelForImageClassification.from_pretrained(DIR)` (the family's
-    `to_transformers`; label names become `id2label`). `license` and
+    `to_transformers`; label names become `id2label`); `format="onnx"` writes the zoo folder and
+    `model.onnx` (`zoo.weights.onnx`: dynamic batch, and height and width where the model takes any
+    size), checked in ONNX Runtime at two sizes when it is installed (logged). `license` and
     `metrics` (e.g. {"top1": 81.2}) go into the card and config; by default they come from the weights
     the model was loaded from (metrics only when the architecture was not adapted). `repo_id` is used
     in the card's usage snippet. The model must come from `zoo.create` (it needs `model.zoo_config`);
@@ -61,7 +63,7 @@ def save_pretrained(model: nn.Module, save_dir: PathLike, family: Family, full_a
 
     from safetensors.torch import save_file
 
-    if format == "zoo":
+    if format in ("zoo", "onnx"):
         config = {
             "library_name": "zoo", "format": "zoo", "zoo_version": __version__, "family": cfg["family"],
             "variant": cfg.get("name"), "tag": cfg.get("tag"),
@@ -83,8 +85,30 @@ def save_pretrained(model: nn.Module, save_dir: PathLike, family: Family, full_a
     params, macs = _cost(family, args, cfg["input"])
     card = model_card(cfg, args, license, metrics, format, repo_id, save_dir, params, macs, input_sizes(model))
     (save_dir / CARD_NAME).write_text(card, encoding="utf-8")
+    if format == "onnx":
+        _write_onnx(model, save_dir, cfg, args)
     log.info("saved %s to %s (%s format)", cfg.get("name") or cfg["family"], save_dir, format)
     return save_dir
+
+
+def _write_onnx(model: nn.Module, save_dir: Path, cfg: Mapping[str, Any], args: Mapping[str, Any]) -> None:
+    """model.onnx beside the zoo folder, then ONNX Runtime's outputs against PyTorch's at the input size
+    and (where the graph takes any size) at another, logged; skipped with a note without onnxruntime."""
+    from . import onnx
+
+    (h, w), in_chans = cfg["input"]["img_size"], int(args.get("in_chans", 3))
+    path = onnx.write_onnx(model, save_dir / onnx.ONNX_NAME, (h, w), in_chans)
+    sizes = [(2, h, w)]
+    if onnx.dynamic_sizes(model):
+        p = onnx.exported_module(model).patch_embed.patch_size[0]
+        sizes.append((3, h + 2 * p, w + p))
+    try:
+        diffs = onnx.check_onnx(path, model, sizes, in_chans)
+    except ImportError:
+        log.info("wrote %s; install onnxruntime to check it against PyTorch", path)
+        return
+    log.info("wrote %s; ONNX Runtime vs PyTorch, largest difference: %s", path,
+             ", ".join(f"{d:.1e} at {b}x{hh}x{ww}" for d, (b, hh, ww) in zip(diffs, sizes)))
 
 
 def check_out_dir(out_dir: PathLike, overwrite: bool) -> None:
