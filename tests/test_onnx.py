@@ -6,7 +6,6 @@ import json
 
 import onnx
 import pytest
-import torch
 
 import zoo
 from conftest import randomize_
