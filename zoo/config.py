@@ -26,6 +26,13 @@ def setting(default: Any, help: str, **kwargs: Any) -> Any:
     return dataclasses.field(default=default, metadata={"help": help, **kwargs})
 
 
+def compile_setting() -> Any:
+    """The `--compile [BACKEND]` setting the jobs share (timm's `--torchcompile`): None (eager), or the
+    torch.compile backend; the bare flag means "inductor"."""
+    return setting(None, "torch.compile the model: --compile (inductor) or --compile BACKEND (aot_eager, eager: no "
+                         "code generation)", nargs="?", const="inductor", aliases=("--torchcompile",))
+
+
 def _base_type(tp: Any) -> Any:
     """Optional[X] -> X."""
     args = [a for a in typing.get_args(tp) if a is not type(None)]

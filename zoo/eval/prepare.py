@@ -12,7 +12,7 @@ import torch
 
 from ..common.distributed import DistInfo, all_gather_objects, cleanup_distributed, init_distributed
 from ..factory import create, is_repo_reference
-from ..config import setting
+from ..config import compile_setting, setting
 from ..data import classification_splits, eval_transform, resolve_workers
 from .features import (FeatureSet, cache_key, default_cache_dir, extract_features, load_features,
                        save_features)
@@ -29,9 +29,7 @@ class FeatureSettings:
                                   "class, a .csv / .jsonl of path,label rows, or a Hugging Face dataset folder")
     out: Path = setting(Path("runs/features"), "output directory")
     img_size: Optional[int] = setting(None, "input size (default: the model's)")
-    compile: Optional[str] = setting(None, "torch.compile the model: --compile (inductor) or --compile BACKEND "
-                                           "(aot_eager, eager: no code generation)", nargs="?", const="inductor",
-                                     aliases=("--torchcompile",))
+    compile: Optional[str] = compile_setting()
     precision: str = setting("fp32", "fp32 or bf16 (autocast) for feature extraction", choices=("fp32", "bf16"))
     extract_batch_size: int = setting(128, "images per forward pass during extraction")
     cache_dir: Optional[Path] = setting(None, "feature cache (default: $ZOO_CACHE/features or ~/.cache/zoo/features)")

@@ -32,7 +32,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Subset
 
 from ..factory import create, save_pretrained
-from ..config import command_line, setting
+from ..config import command_line, compile_setting, setting
 from ..data import eval_transform, finetune_splits, resolve_workers
 from ..common.metrics import ClassificationMeter, per_class_report
 from ..common.distributed import DistInfo
@@ -91,9 +91,7 @@ class FinetuneConfig:
     holdout_fraction: float = setting(0.1, "for digits: part of train held out as the val split")
     val_fraction: float = setting(0.2, "share of each class held out as val when --data has no splits (one "
                                        "class-folder tree, a .csv / .jsonl file, a dataset); seeded by --seed")
-    compile: Optional[str] = setting(None, "torch.compile the model: --compile (inductor) or --compile BACKEND "
-                                           "(aot_eager, eager: no code generation)", nargs="?", const="inductor",
-                                     aliases=("--torchcompile",))
+    compile: Optional[str] = compile_setting()
     precision: str = setting("fp32", "fp32, bf16 (autocast) or fp16 (CUDA, grad scaler)", choices=PRECISIONS)
     ckpt_every: int = setting(1, "write a checkpoint every N epochs (and at the end)")
     ckpt_every_steps: int = setting(0, "also write a checkpoint every N optimizer steps inside epochs (0: off); "

@@ -23,7 +23,7 @@ from timm.optim import param_groups_weight_decay
 
 from ..factory import create, save_pretrained
 from ..registry import list_models, model_info
-from ..config import setting
+from ..config import compile_setting, setting
 from ..data import denormalize, eval_transform, pretrain_datasets, pretrain_transform
 from ..common.distributed import DistInfo
 from ..common.plots import plot_reconstructions
@@ -50,9 +50,7 @@ class MAEPretrainConfig:
     img_size: Optional[int] = setting(None, "input size (default: the model's)")
     crop_scale: Tuple[float, float] = setting((0.2, 1.0), "RandomResizedCrop area range")
     hflip: float = setting(0.5, "horizontal flip probability")
-    compile: Optional[str] = setting(None, "torch.compile the model: --compile (inductor) or --compile BACKEND "
-                                           "(aot_eager, eager: no code generation)", nargs="?", const="inductor",
-                                     aliases=("--torchcompile",))
+    compile: Optional[str] = compile_setting()
     precision: str = setting("fp32", "fp32, bf16 (autocast, CPU or CUDA) or fp16 (CUDA, with a grad scaler)",
                              choices=PRECISIONS)
     clip_grad: Optional[float] = setting(None, "clip the gradient norm to this value")
