@@ -109,10 +109,13 @@ def test_one_step_of_each_command_and_resume_on_the_device(tmp_path, gpu):
 
 
 def test_ddp_with_nccl(tmp_path, gpu):
-    procs = min(2, torch.cuda.device_count())  # NCCL needs a GPU per process
+    """Two processes over NCCL where there are two GPUs (NCCL needs one per process); on a one-GPU machine
+    the fallback: torchrun's single process trains without a process group."""
+    procs = min(2, torch.cuda.device_count())
     torchrun = Path(sys.executable).with_name("torchrun")
     run = subprocess.run([str(torchrun), "--standalone", "--nproc_per_node", str(procs), "-m", "zoo", "pretrain-mae",
-                          "--model-args", json.dumps(TINY_MAE), "--epochs", "1", "--batch-size", "32",
+                          "--model-args", json.dumps(TINY_MAE), "--epochs", "1", "--warmup-epochs", "0",
+                          "--batch-size", "32",
                           "--device", "cuda", "--out", str(tmp_path / "ddp"), "--no-progress", "--log-to", "none"],
                          capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=600)
     assert run.returncode == 0, run.stderr[-3000:]  # on CUDA, zoo.common.distributed joins with NCCL

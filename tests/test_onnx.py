@@ -54,3 +54,14 @@ def test_cli_exports_dinov3_with_dynamic_sizes(tmp_path, caplog):
     assert "ONNX Runtime vs PyTorch, largest difference" in caplog.text  # the command checked its file
     assert dynamic_sizes(model)
     assert max(check_onnx(tmp_path / "onnx" / ONNX_NAME, model, [(1, 224, 224), (2, 320, 480)])) < 1e-4
+
+
+def test_offset_resampling_exports_at_a_fixed_size_and_training_mode_is_kept(tmp_path):
+    """The DINOv2 repository's "bicubic_offset" positions (scale factors a trace would fix) export with a
+    dynamic batch only, and still match; the model comes back in the mode it was in."""
+    model = randomize_(zoo.create("vit_small_patch14_dinov2", depth=1, img_size=42, dynamic_img_size=True,
+                                  pos_embed_resample="bicubic_offset"))
+    assert not dynamic_sizes(model) and model.training
+    zoo.save_pretrained(model, tmp_path, format="onnx")
+    assert model.training
+    assert max(check_onnx(tmp_path / ONNX_NAME, model, [(2, 42, 42), (3, 42, 42)])) < 1e-4

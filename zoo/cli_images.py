@@ -73,7 +73,8 @@ def add_image_commands(sub) -> None:
     p.add_argument("--out", help="write the predictions to this .csv or .jsonl file instead of printing them")
     p.add_argument("--workers", type=int, help="image-loading processes (default: CPUs - 1, at most 8)")
     p.add_argument("--compile", "--torchcompile", nargs="?", const="inductor",
-                   help="torch.compile the model: --compile (inductor) or --compile BACKEND")
+                   help="torch.compile the model: --compile (inductor) or --compile=BACKEND (after the images, or "
+                        "with '=': the flag takes an optional value)")
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("attention", help="draw attention maps over images (class token, rollout; Swin windows)",

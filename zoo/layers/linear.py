@@ -124,7 +124,7 @@ class Linear(nn.Linear):
         self._cached_weights: Dict[Tuple, Tuple[torch.Tensor, Optional[torch.Tensor]]] = {}
 
     def forward(self, x: torch.Tensor, activation: Optional[str] = None) -> torch.Tensor:
-        if x.device.type == "cpu":
+        if x.device.type == "cpu" and not torch.compiler.is_compiling():  # the compiler picks its own kernels
             autocast = torch.is_autocast_enabled("cpu")
             dtype = torch.get_autocast_dtype("cpu") if autocast else x.dtype
             if dtype in _LOW_PRECISION:

@@ -59,7 +59,8 @@ def resample_grid(grid: torch.Tensor, new_size: Sequence[int], method: str = "bi
     computed in float32 (float64 stays float64) and returned in the input dtype. Raises ValueError
     for an unknown method."""
     check_resample_method(method)
-    new_size = tuple(new_size) if torch.compiler.is_exporting() else (int(new_size[0]), int(new_size[1]))
+    symbolic = torch.compiler.is_exporting() and not all(isinstance(s, int) for s in new_size)
+    new_size = tuple(new_size) if symbolic else (int(new_size[0]), int(new_size[1]))
     compute = torch.float64 if grid.dtype == torch.float64 else torch.float32
     x = grid.to(compute)
     if method == "bicubic_offset":
@@ -120,10 +121,11 @@ def resample_pos_embed(
     `method` is the origin's convention (RESAMPLE_METHODS; default timm's antialiased bicubic),
     computed in float32 (float64 stays float64) and returned in the input dtype and device. The same
     function serves dynamic input sizes at run time and checkpoints loaded at another resolution.
-    While `torch.export` traces a graph for any input size (ONNX export) the grid is always resampled
-    (to the same size it is the identity for the bicubic methods) and `new_size` stays symbolic.
+    While `torch.export` traces a graph for any input size (symbolic sizes) the grid is always resampled
+    (to the same size this is the identity for "bicubic" and "bicubic_antialias"; "bicubic_offset" models
+    export at a fixed size, `zoo.weights.onnx.dynamic_sizes`) and `new_size` stays symbolic.
     """
-    exporting = torch.compiler.is_exporting()
+    exporting = torch.compiler.is_exporting() and not all(isinstance(s, int) for s in new_size)  # symbolic sizes
     new_size = tuple(new_size) if exporting else (int(new_size[0]), int(new_size[1]))
     old_size = (int(old_size[0]), int(old_size[1]))
     expected = num_prefix_tokens + old_size[0] * old_size[1]

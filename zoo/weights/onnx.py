@@ -11,6 +11,7 @@ logits, or pooled features for a backbone (num_classes=0).
 """
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Dict, List, Sequence, Tuple
 
@@ -28,9 +29,11 @@ def exported_module(model: nn.Module) -> nn.Module:
 
 def dynamic_sizes(model: nn.Module) -> bool:
     """Whether the exported graph takes any height and width (multiples of the patch): a ViT-family model
-    that takes any size (`dynamic_img_size`), positions or RoPE computed in the graph."""
+    that takes any size (`dynamic_img_size`), positions or RoPE computed in the graph. Not with the DINOv2
+    repository's "bicubic_offset" resampling, whose scale factors the trace would fix."""
     net = exported_module(model)
-    return bool(getattr(net, "dynamic_img_size", False)) and hasattr(net, "num_prefix_tokens")
+    learned_offset = getattr(net, "pos_embed", None) is not None and getattr(net, "pos_embed_resample", "") == "bicubic_offset"
+    return bool(getattr(net, "dynamic_img_size", False)) and hasattr(net, "num_prefix_tokens") and not learned_offset
 
 
 def write_onnx(model: nn.Module, path: Path, img_size: Tuple[int, int], in_chans: int = 3) -> Path:
@@ -43,9 +46,12 @@ def write_onnx(model: nn.Module, path: Path, img_size: Tuple[int, int], in_chans
     except ImportError:
         raise ValueError("format='onnx' needs the onnx and onnxscript packages: pip install onnx onnxscript "
                          "(and onnxruntime to check the file)") from None
-    net = exported_module(model).eval()
+    net = exported_module(model)
+    training = net.training
+    net.eval()
     h, w = img_size
-    example = torch.randn(2, in_chans, h, w)
+    first = next(net.parameters())
+    example = torch.randn(2, in_chans, h, w, device=first.device, dtype=first.dtype)
     shapes: Dict[int, object] = {0: Dim("batch", min=1, max=4096)}
     if dynamic_sizes(model):
         ph, pw = net.patch_embed.patch_size
@@ -54,9 +60,15 @@ def write_onnx(model: nn.Module, path: Path, img_size: Tuple[int, int], in_chans
     try:  # (not under no_grad: the exporter then fails on Swin's graph)
         torch.onnx.export(net, (example,), str(path), dynamo=True, dynamic_shapes=(shapes,),
                           input_names=["pixel_values"], output_names=["output"], opset_version=OPSET, verbose=False)
-    except Exception as e:  # the exporter's own errors are many kinds; name the model and keep its words
+    except Exception as e:  # the exporter's own errors are many kinds: name the model, keep the root cause's words
+        cause = e
+        while cause.__cause__ is not None:
+            cause = cause.__cause__
+        message = re.sub(r"\x1b\[[0-9;]*m", "", str(cause)).strip().splitlines()
         raise ValueError(f"format='onnx': PyTorch's exporter could not export {type(net).__name__}: "
-                         f"{str(e).splitlines()[0]}") from None
+                         f"{message[-1] if message else type(cause).__name__}") from e
+    finally:
+        net.train(training)
     return Path(path)
 
 
@@ -68,12 +80,15 @@ def check_onnx(path: Path, model: nn.Module, sizes: Sequence[Tuple[int, int, int
     import onnxruntime
 
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    net = exported_module(model).eval()
+    net = exported_module(model)
+    training = net.training
+    net.eval()
     diffs = []
     for batch, h, w in sizes:
         x = torch.randn(batch, in_chans, h, w)
         with torch.no_grad():
-            expected = net(x).float()
+            expected = net(x.to(next(net.parameters()))).float().cpu()
         got = torch.from_numpy(session.run(None, {"pixel_values": x.numpy()})[0])
         diffs.append((got - expected).abs().max().item())
+    net.train(training)
     return diffs

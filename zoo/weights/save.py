@@ -100,13 +100,15 @@ def _write_onnx(model: nn.Module, save_dir: Path, cfg: Mapping[str, Any], args: 
     path = onnx.write_onnx(model, save_dir / onnx.ONNX_NAME, (h, w), in_chans)
     sizes = [(2, h, w)]
     if onnx.dynamic_sizes(model):
-        p = onnx.exported_module(model).patch_embed.patch_size[0]
-        sizes.append((3, h + 2 * p, w + p))
+        ph, pw = onnx.exported_module(model).patch_embed.patch_size
+        sizes.append((3, h + 2 * ph, w + pw))
     try:
         diffs = onnx.check_onnx(path, model, sizes, in_chans)
     except ImportError:
         log.info("wrote %s; install onnxruntime to check it against PyTorch", path)
         return
+    except Exception as e:  # onnxruntime's own errors: the file does not run as exported
+        raise ValueError(f"format='onnx': ONNX Runtime could not run {path} at {sizes}: {e}") from e
     log.info("wrote %s; ONNX Runtime vs PyTorch, largest difference: %s", path,
              ", ".join(f"{d:.1e} at {b}x{hh}x{ww}" for d, (b, hh, ww) in zip(diffs, sizes)))
 
