@@ -39,7 +39,7 @@ from ..common.distributed import DistInfo
 from .checkpoint import atomic_write_text
 from .loop import PRECISIONS, Callback, StepOutput, Trainer, autocast, seed_everything
 from ..common.plots import plot_confusion_matrix
-from .setup import run_job, scaled_lr, train_loader, trainer_config, warmup_cosine, write_config
+from .setup import fused_adamw, run_job, scaled_lr, train_loader, trainer_config, warmup_cosine, write_config
 
 
 # --sched: zoo's warmup + cosine, and timm's schedules that step per optimizer update
@@ -119,8 +119,7 @@ def optimizer_and_schedule(model: nn.Module, cfg: "FinetuneConfig", lr: float, b
     from timm.scheduler import create_scheduler_v2
 
     groups = optimizer_groups(model, cfg.weight_decay, cfg.layer_decay)
-    cuda = next(model.parameters()).device.type == "cuda"
-    fused = {"fused": True} if cuda and cfg.opt.lower() == "adamw" else {}  # PyTorch's fused AdamW kernel on GPUs
+    fused = fused_adamw(next(model.parameters()).device, cfg.opt)
     try:
         optimizer = create_optimizer_v2(groups, opt=cfg.opt, lr=lr, momentum=cfg.momentum, **fused)
     except (AssertionError, ValueError, KeyError):

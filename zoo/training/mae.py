@@ -28,7 +28,7 @@ from ..data import denormalize, eval_transform, pretrain_datasets, pretrain_tran
 from ..common.distributed import DistInfo
 from ..common.plots import plot_reconstructions
 from .loop import PRECISIONS, Callback, StepOutput, Trainer, seed_everything
-from .setup import run_job, scaled_lr, train_loader, trainer_config, warmup_cosine, write_config
+from .setup import fused_adamw, run_job, scaled_lr, train_loader, trainer_config, warmup_cosine, write_config
 
 
 @dataclass
@@ -130,8 +130,7 @@ def _pretrain(cfg: MAEPretrainConfig, resume: Optional[Path], dist: DistInfo) ->
     loader = train_loader(train_ds, cfg, dist)
     lr, eff_batch = scaled_lr(cfg, dist)
     groups = param_groups_weight_decay(model, cfg.weight_decay, no_weight_decay_list=model.no_weight_decay())
-    fused = {"fused": True} if dist.device.type == "cuda" else {}  # one kernel for the whole update on GPUs
-    optimizer = torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.95), **fused)
+    optimizer = torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.95), **fused_adamw(dist.device))
     scheduler = warmup_cosine(optimizer, cfg, len(loader))
 
     def step(train_model, imgs) -> StepOutput:

@@ -65,6 +65,11 @@ def warmup_cosine(optimizer: torch.optim.Optimizer, cfg: Any, batches_per_epoch:
                              warmup_lr_init=0.0, warmup_prefix=True, t_in_epochs=False)
 
 
+def fused_adamw(device: torch.device, opt: str = "adamw") -> dict:
+    """AdamW's `fused=True` (one kernel for the whole update) on CUDA, for the AdamW optimizer; {} elsewhere."""
+    return {"fused": True} if device.type == "cuda" and opt.lower() == "adamw" else {}
+
+
 def trainer_config(cfg: Any) -> TrainConfig:
     """The loop's settings, taken from a command's settings of the same names."""
     return TrainConfig(out_dir=cfg.out, epochs=cfg.epochs, accum_iter=cfg.accum_iter, precision=cfg.precision,
