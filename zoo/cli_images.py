@@ -54,16 +54,21 @@ def cmd_attention(args: argparse.Namespace) -> int:
     return 0
 
 
+def _images_and_model(p: argparse.ArgumentParser) -> None:
+    """The arguments both image commands take: the images, --model and --pretrained."""
+    p.add_argument("images", nargs="+", help="image files, folders (searched recursively) or glob patterns")
+    p.add_argument("--model", required=True, help="registered NAME[.TAG], a saved model directory or hf-hub:ORG/NAME")
+    p.add_argument("--pretrained", nargs="?", const=True, default=False,
+                   help="with a registered name: load its weights (optionally a tag)")
+
+
 def add_image_commands(sub) -> None:
     """Add `predict` and `attention` to the CLI's subcommand parsers `sub`."""
     p = sub.add_parser("predict", help="top-k labels for images (files, folders, patterns)",
                        description="Classify images with a registered model (--pretrained) or a saved one "
                                    "(e.g. the best/ folder of zoo finetune); prints the top-k labels with probabilities, "
                                    "or writes them to --out (.csv or .jsonl).")
-    p.add_argument("images", nargs="+", help="image files, folders (searched recursively) or glob patterns")
-    p.add_argument("--model", required=True, help="registered NAME[.TAG], a saved model directory or hf-hub:ORG/NAME")
-    p.add_argument("--pretrained", nargs="?", const=True, default=False,
-                   help="with a registered name: load its weights (optionally a tag)")
+    _images_and_model(p)
     p.add_argument("--top-k", type=int, default=5, help="labels per image (default: 5)")
     p.add_argument("--batch-size", type=int, default=32, help="images per forward pass (default: 32)")
     p.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cpu)")
@@ -82,10 +87,7 @@ def add_image_commands(sub) -> None:
                                    "attention over the patches (registers left out) at one block, one head or their "
                                    "mean; with --rollout also <stem>_rollout.png (attention rollout, Abnar & Zuidema "
                                    "2020). Swin: the attention tokens receive in the last stage's windows.")
-    p.add_argument("images", nargs="+", help="image files, folders (searched recursively) or glob patterns")
-    p.add_argument("--model", required=True, help="registered NAME[.TAG], a saved model directory or hf-hub:ORG/NAME")
-    p.add_argument("--pretrained", nargs="?", const=True, default=False,
-                   help="with a registered name: load its weights (optionally a tag)")
+    _images_and_model(p)
     p.add_argument("--layer", type=int, default=-1, help="block index, negative from the end (Swin: of the last "
                                                           "stage; default: -1, the last)")
     p.add_argument("--head", type=_head, default="mean", help="head index, or mean (default)")

@@ -8,6 +8,7 @@ from typing import List, Optional, Sequence, Tuple, Union
 import torch
 from torch import nn
 
+from ..helpers import encoder_of
 from ..layers import LayerNorm2d
 
 Indices = Optional[Union[int, Sequence[int]]]
@@ -151,8 +152,7 @@ class FeatureBackbone(nn.Module):
                  feature_pyramid: Optional[int] = None) -> None:
         super().__init__()
         self.zoo_config = getattr(model, "zoo_config", None)
-        if hasattr(model, "forward_encoder"):  # an MAE: its encoder, on whole images
-            model = model.encoder
+        model = encoder_of(model)  # an MAE: its encoder, on whole images
         if not hasattr(model, "forward_intermediates") or not hasattr(model, "prune_intermediate_layers"):
             raise TypeError(f"{type(model).__name__} has no forward_intermediates: it cannot be a feature backbone")
         if feature_pyramid and not hasattr(model, "blocks"):

@@ -18,13 +18,15 @@ from typing import Dict, List, Sequence, Tuple
 import torch
 from torch import nn
 
+from ..helpers import encoder_of
+
 ONNX_NAME = "model.onnx"
 OPSET = 18
 
 
 def exported_module(model: nn.Module) -> nn.Module:
     """What the ONNX file holds: the model, or an MAE's encoder."""
-    return model.encoder if hasattr(model, "forward_encoder") else model
+    return encoder_of(model)
 
 
 def dynamic_sizes(model: nn.Module) -> bool:
