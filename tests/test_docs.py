@@ -57,7 +57,7 @@ def test_every_flag_anywhere_in_the_docs_belongs_to_something():
     for script in (ROOT / "benchmarks").glob("*.py"):
         known |= set(re.findall(r"add_argument\(\s*\"(--[a-z][a-z0-9-]*)\"", script.read_text(encoding="utf-8")))
     known |= {"--nproc_per_node", "--nnodes", "--node_rank", "--master_addr", "--master_port", "--durations",
-              "--logdir", "--standalone"}  # torchrun, pytest, tensorboard
+              "--logdir", "--standalone", "--rdzv_backend", "--rdzv_endpoint", "--rdzv_id"}  # torchrun, pytest, tensorboard
     stray = [f"{doc.name}:{n}: {flag}" for doc in DOCS
              for n, line in enumerate(doc.read_text(encoding="utf-8").splitlines(), 1)
              for flag in re.findall(r"(?<![\w-])(--[a-z][a-z0-9_-]*)", line) if flag not in known]

@@ -80,3 +80,9 @@ def all_gather_objects(value: Any) -> list:
     out = [None] * dist.get_world_size()
     dist.all_gather_object(out, value)
     return out
+
+
+def barrier() -> None:
+    """Wait until every process gets here (nothing to wait for when alone)."""
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()

@@ -59,8 +59,12 @@ class Block(nn.Module):
         return self.ls2(y) if self.gamma_2 is None else y * self.gamma_2
 
     def forward(self, x: torch.Tensor, attn_mask: Optional[torch.Tensor] = None,
-                rope: Optional[Rope] = None) -> torch.Tensor:
-        """(B, N, D) -> (B, N, D); `rope` as in `Attention.forward`."""
+                rope: Optional[Rope] = None, rows: Optional[int] = None) -> torch.Tensor:
+        """(B, N, D) -> (B, N, D); `rope` as in `Attention.forward`. With `rows`, (B, rows, D): only the first
+        `rows` tokens' outputs (`_forward_first_rows`). Both go through the module's call, so hooks on the
+        block (FSDP's all-gather of its weights, forward hooks) run for either."""
+        if rows is not None:
+            return self._forward_first_rows(x, rows, rope)
         x = x + self.drop_path1(self._scale1(self.attn(self.norm1(x), attn_mask=attn_mask, rope=rope)))
         return x + self.drop_path2(self._scale2(self.mlp(self.norm2(x))))
 

@@ -215,7 +215,7 @@ class VisionTransformer(nn.Module):
     def _block(self, block: nn.Module, x: torch.Tensor, rows: Optional[int] = None,
                rope: Optional[Rope] = None) -> torch.Tensor:
         """One block, checkpointed when asked; with `rows`, only the first `rows` tokens' outputs."""
-        fn = partial(block, rope=rope) if rows is None else partial(block._forward_first_rows, rows=rows, rope=rope)
+        fn = partial(block, rope=rope, rows=rows)
         if self.grad_checkpointing and torch.is_grad_enabled() and not torch.jit.is_scripting():
             return checkpoint(fn, x, use_reentrant=False)
         return fn(x)

@@ -7,6 +7,10 @@ A run directory holds `checkpoints/epoch_0003/` folders, each with
 and `checkpoints/latest.json` naming the newest complete one. A checkpoint is written into a
 temporary folder and renamed into place; `latest.json` is replaced atomically afterwards. A run
 killed at any moment therefore leaves the previous checkpoint intact and pointed to.
+
+A run with `--fsdp` writes `sharded/` instead of `model.safetensors` (every process's shards of the
+weights and the optimizer state, torch.distributed.checkpoint's format: fsdp.py), and the whole
+weights as `model.safetensors` in its final checkpoint.
 """
 from __future__ import annotations
 
@@ -34,15 +38,32 @@ def atomic_write_text(path: Path, text: str) -> None:
 def save_checkpoint(run_dir: Path, name: str, model_state: Dict[str, torch.Tensor], train_state: dict,
                     keep: int = 2) -> Path:
     """Write `run_dir/checkpoints/<name>/` atomically, point latest.json at it, keep the newest `keep`."""
-    root = Path(run_dir) / "checkpoints"
-    root.mkdir(parents=True, exist_ok=True)
-    final = root / name
-    tmp = root / f".{name}.tmp-{os.getpid()}"
+    tmp = begin_checkpoint(run_dir, name)
+    save_file({k: v.detach().cpu().contiguous() for k, v in model_state.items()}, str(tmp / "model.safetensors"))
+    torch.save(train_state, tmp / "state.pt")
+    return commit_checkpoint(run_dir, name, keep)
+
+
+def temporary_folder(run_dir: Path, name: str) -> Path:
+    """Where checkpoint `name` is written before it is renamed into place (the same path in every process)."""
+    return Path(run_dir) / "checkpoints" / f".{name}.tmp"
+
+
+def begin_checkpoint(run_dir: Path, name: str) -> Path:
+    """An empty temporary folder for checkpoint `name` (what `commit_checkpoint` renames into place)."""
+    tmp = temporary_folder(run_dir, name)
+    tmp.parent.mkdir(parents=True, exist_ok=True)
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir()
-    save_file({k: v.detach().cpu().contiguous() for k, v in model_state.items()}, str(tmp / "model.safetensors"))
-    torch.save(train_state, tmp / "state.pt")
+    return tmp
+
+
+def commit_checkpoint(run_dir: Path, name: str, keep: int = 2) -> Path:
+    """Rename the written temporary folder of checkpoint `name` into place, point latest.json at it,
+    and delete all but the newest `keep` checkpoints."""
+    root, tmp = Path(run_dir) / "checkpoints", temporary_folder(run_dir, name)
+    final = root / name
     if final.exists():  # re-saving the same epoch (e.g. after a resume): replace the old copy
         shutil.rmtree(final)
     os.replace(tmp, final)
@@ -55,26 +76,35 @@ def save_checkpoint(run_dir: Path, name: str, model_state: Dict[str, torch.Tenso
     return final
 
 
+def _complete(folder: Path) -> bool:
+    """A checkpoint folder with its training state and its weights (whole, or sharded)."""
+    return (folder / "state.pt").is_file() and ((folder / "model.safetensors").is_file()
+                                                 or (folder / "sharded" / ".metadata").is_file())
+
+
 def find_checkpoint(path: Path) -> Path:
     """A checkpoint folder from a run directory (its latest checkpoint) or a checkpoint folder itself."""
     path = Path(path)
-    if (path / "model.safetensors").is_file() and (path / "state.pt").is_file():
+    if _complete(path):
         return path
     latest = path / "checkpoints" / LATEST
     if latest.is_file():
         ckpt = path / "checkpoints" / json.loads(latest.read_text())["checkpoint"]
-        if (ckpt / "model.safetensors").is_file():
+        if _complete(ckpt):
             return ckpt
         raise FileNotFoundError(f"{latest} names {ckpt.name}, which is missing or incomplete")
     raise FileNotFoundError(
         f"--resume {path}: no checkpoint there; expected a run directory with checkpoints/{LATEST} "
-        f"or a checkpoint folder holding model.safetensors and state.pt")
+        f"or a checkpoint folder holding state.pt and model.safetensors (or sharded/, from --fsdp)")
 
 
-def load_checkpoint(path: Path) -> Tuple[Path, Dict[str, torch.Tensor], dict]:
-    """(checkpoint folder, model weights, training state) for `find_checkpoint(path)`."""
+def load_checkpoint(path: Path) -> Tuple[Path, Optional[Dict[str, torch.Tensor]], dict]:
+    """(checkpoint folder, model weights, training state) for `find_checkpoint(path)`; the weights are
+    None for a sharded checkpoint (`--fsdp`: fsdp.load_sharded reads them)."""
     ckpt = find_checkpoint(path)
-    return ckpt, load_file(str(ckpt / "model.safetensors")), torch.load(ckpt / "state.pt", weights_only=True)
+    state = torch.load(ckpt / "state.pt", weights_only=True)
+    weights = None if state.get("sharded") else load_file(str(ckpt / "model.safetensors"))
+    return ckpt, weights, state
 
 
 def latest_checkpoint(run_dir: Path) -> Optional[Path]:

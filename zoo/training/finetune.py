@@ -35,11 +35,13 @@ from ..factory import create, save_pretrained
 from ..config import command_line, compile_setting, setting
 from ..data import eval_transform, finetune_splits, resolve_workers
 from ..common.metrics import ClassificationMeter, per_class_report
-from ..common.distributed import DistInfo
+from ..common.distributed import DistInfo, all_reduce
+from . import fsdp
 from .checkpoint import atomic_write_text
 from .loop import PRECISIONS, Callback, StepOutput, Trainer, autocast, seed_everything
 from ..common.plots import plot_confusion_matrix
-from .setup import fused_adamw, run_job, scaled_lr, train_loader, trainer_config, warmup_cosine, write_config
+from .setup import (fsdp_setting, fused_adamw, place_model, run_job, scaled_lr, train_loader, trainer_config,
+                    warmup_cosine, write_config)
 
 
 # --sched: zoo's warmup + cosine, and timm's schedules that step per optimizer update
@@ -92,6 +94,7 @@ class FinetuneConfig:
     val_fraction: float = setting(0.2, "share of each class held out as val when --data has no splits (one "
                                        "class-folder tree, a .csv / .jsonl file, a dataset); seeded by --seed")
     compile: Optional[str] = compile_setting()
+    fsdp: bool = fsdp_setting()
     precision: str = setting("fp32", "fp32, bf16 (autocast) or fp16 (CUDA, grad scaler)", choices=PRECISIONS)
     ckpt_every: int = setting(1, "write a checkpoint every N epochs (and at the end)")
     ckpt_every_steps: int = setting(0, "also write a checkpoint every N optimizer steps inside epochs (0: off); "
@@ -172,7 +175,9 @@ def build_model(cfg: FinetuneConfig, num_classes: int):
 @torch.no_grad()
 def evaluate(model: nn.Module, loader: DataLoader, dist: DistInfo, precision: str, num_classes: int,
              prefix: str = "val_") -> Tuple[Dict[str, float], torch.Tensor]:
-    """Score `model` on this process's shard of the loader; sums are combined over processes."""
+    """Score `model` on this process's shard of the loader; sums are combined over processes. A model
+    sharded with FSDP gathers each block's weights with every process, so the processes with fewer
+    batches run forwards on a blank image (not scored) until every process has run as many."""
     was_training = model.training
     model.eval()
     meter = ClassificationMeter(num_classes)
@@ -180,6 +185,13 @@ def evaluate(model: nn.Module, loader: DataLoader, dist: DistInfo, precision: st
         with autocast(dist.device, precision):
             logits = model(images.to(dist.device))
         meter.update(logits, labels)
+    if fsdp.is_sharded(model):
+        most = int(all_reduce(torch.tensor([len(loader)], device=dist.device), "max").item())
+        size = model.zoo_config["input"]
+        blank = torch.zeros(1, len(size["mean"]), *size["img_size"], device=dist.device)
+        for _ in range(most - len(loader)):
+            with autocast(dist.device, precision):
+                model(blank)
     model.train(was_training)
     meter.all_reduce()
     return meter.summary(prefix), meter.confusion
@@ -218,6 +230,8 @@ class Validation(Callback):
             self.best = {"top1": top1, "epoch": epoch, "weights": which}
             self.best_confusion = confusion
             self.epochs_without_improvement = 0
+            if trainer.sharded:  # the whole weights, gathered on the main process (every process takes part)
+                model = trainer.unsharded_model() if which == "raw" else fsdp.gather(model, trainer.dist)
             if trainer.dist.is_main:
                 save_best(model, Path(self.cfg.out) / "best", self.classes, training_record(self.cfg, {"val_top1": top1}))
         else:
@@ -239,9 +253,13 @@ class Validation(Callback):
         state = {"best": {k: v for k, v in self.best.items()}, "stale": self.epochs_without_improvement}
         if self.best_confusion is not None:
             state["confusion"] = self.best_confusion
-        if self.ema is not None:
+        if self.ema is not None and not fsdp.is_sharded(self.ema.module):
             state["ema"] = self.ema.module.state_dict()
         return state
+
+    def sharded_modules(self) -> Dict[str, nn.Module]:
+        """Under FSDP the EMA is sharded like the model: it goes into the sharded checkpoint."""
+        return {"ema": self.ema.module} if self.ema is not None and fsdp.is_sharded(self.ema.module) else {}
 
     def load_state_dict(self, state: dict) -> None:
         if not state:
@@ -311,6 +329,8 @@ def _finetune(cfg: FinetuneConfig, resume: Optional[Path], dist: DistInfo) -> di
     from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
     from timm.utils import ModelEmaV3
 
+    if cfg.fsdp:
+        fsdp.check_fsdp(cfg.precision, dist)
     seed_everything(cfg.seed + dist.rank)
     use_mixup = cfg.mixup > 0 or cfg.cutmix > 0
     if use_mixup and cfg.batch_size % 2:
@@ -324,8 +344,11 @@ def _finetune(cfg: FinetuneConfig, resume: Optional[Path], dist: DistInfo) -> di
     model = build_model(cfg, len(classes))
     adapted = list(model.zoo_config.get("weights", {}).get("adapted", []))
     model.zoo_config = {**model.zoo_config, "label_names": list(classes)}
-    model = model.to(dist.device)
     model.set_grad_checkpointing(cfg.grad_checkpointing)
+    ema = ModelEmaV3(model, decay=cfg.ema_decay) if cfg.ema_decay > 0 else None  # a copy of the initial weights
+    model = place_model(model, cfg, dist)
+    if ema is not None:
+        place_model(ema.module, cfg, dist)  # on the device; under FSDP sharded like the model
     input_cfg = model.zoo_config["input"]
     h, w = input_cfg["img_size"]
     train_tf = create_transform(
@@ -361,7 +384,6 @@ def _finetune(cfg: FinetuneConfig, resume: Optional[Path], dist: DistInfo) -> di
             images, targets = mixup(images, targets)
         return StepOutput(loss=criterion(train_model(images), targets), batch_size=images.shape[0])
 
-    ema = ModelEmaV3(model, decay=cfg.ema_decay) if cfg.ema_decay > 0 else None
     validation = Validation(cfg, val_loader, len(classes), classes, ema)
     trainer = Trainer(trainer_config(cfg), model, optimizer, scheduler, loader, step, dist, [validation])
     write_config(cfg, dist)

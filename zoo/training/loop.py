@@ -7,8 +7,9 @@ A command builds its model, data loader, optimizer and scheduler, and a `step` f
   mixed precision (bf16 autocast on CPU or CUDA; fp16 with a gradient scaler on CUDA), optional
   gradient clipping, a per-iteration learning-rate schedule (`scheduler.step_update(step)`, timm's
   schedulers);
-- DistributedDataParallel when launched by torchrun (gloo on CPU, nccl on CUDA); only the main
-  process writes;
+- DistributedDataParallel when launched by torchrun (gloo on CPU, nccl on CUDA), or a model the
+  command sharded with `--fsdp` (fsdp.py: sharded checkpoints, the whole weights gathered for
+  callbacks and the final checkpoint); only the main process writes;
 - a tqdm progress bar (loss, lr, images/s), one printed line per epoch (loss and the callbacks'
   val metrics), a JSONL metrics log (`metrics.jsonl`), and a curves PNG (`training_curves.png`) at
   each checkpoint;
@@ -37,6 +38,7 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from . import fsdp
 from .checkpoint import atomic_write_text, load_checkpoint, save_checkpoint
 from ..common.distributed import DistInfo, all_gather_objects, all_reduce
 from ..common.logs import RunLog
@@ -77,10 +79,11 @@ class TrainConfig:
 
 def _wrap(model: nn.Module, cfg: TrainConfig, dist: DistInfo) -> nn.Module:
     """The module the training steps call: `model`, compiled in place when `cfg.compile` names a backend
-    (`Module.compile` keeps the state dict's keys), then wrapped in DDP when there are several processes."""
+    (`Module.compile` keeps the state dict's keys), then wrapped in DDP when there are several processes
+    (unless the command sharded it with FSDP)."""
     if cfg.compile:
         model.compile(backend=cfg.compile)
-    if not dist.distributed:
+    if not dist.distributed or fsdp.is_sharded(model):
         return model
     return DistributedDataParallel(model, device_ids=[dist.device] if dist.device.type == "cuda" else None)
 
@@ -104,6 +107,11 @@ class Callback:
         """Runs on every process when training finishes normally."""
 
     def state_dict(self) -> dict:
+        return {}
+
+    def sharded_modules(self) -> Dict[str, nn.Module]:
+        """Modules sharded like the model under FSDP (an EMA of its weights), by name: they are saved in
+        and restored from the sharded checkpoint instead of `state_dict`."""
         return {}
 
     def load_state_dict(self, state: dict) -> None:
@@ -152,8 +160,15 @@ def restore(trainer: "Trainer", run_or_checkpoint: Path) -> Path:
     latest checkpoint (or a checkpoint folder), a mid-epoch one included; metrics.jsonl keeps only what
     was logged up to it. Returns the checkpoint folder."""
     ckpt, weights, state = load_checkpoint(run_or_checkpoint)
-    trainer.model.load_state_dict(weights, strict=True)
-    trainer.optimizer.load_state_dict(state["optimizer"])
+    if bool(state.get("sharded")) != trainer.sharded:
+        written, now = ("with", "without") if state.get("sharded") else ("without", "with")
+        raise ValueError(f"--resume {run_or_checkpoint}: {ckpt.name} was written {written} --fsdp and this run is "
+                         f"{now} it; resume it as it was started (its config.yaml records the setting)")
+    if trainer.sharded:
+        fsdp.load_sharded(ckpt, trainer.model, trainer.optimizer, fsdp.callback_modules(trainer.callbacks))
+    else:
+        trainer.model.load_state_dict(weights, strict=True)
+        trainer.optimizer.load_state_dict(state["optimizer"])
     trainer.scheduler.load_state_dict(state["scheduler"])
     trainer.scaler.load_state_dict(state["scaler"])
     rngs, dist = state["rng"], trainer.dist
@@ -211,6 +226,8 @@ class Trainer:
                              "(batches are full: drop_last); lower --batch-size or add data")
         self.cfg, self.dist = cfg, dist
         self.model = model  # the unwrapped model: checkpoints, callbacks and exports use this one
+        self.sharded = fsdp.is_sharded(model)  # FSDP (--fsdp): the command sharded it
+        self._gathered: Optional[Tuple[int, Optional[nn.Module]]] = None  # (step, unsharded_model()) under FSDP
         self.train_model = _wrap(model, cfg, dist)
         self.optimizer, self.scheduler, self.loader, self.step_fn = optimizer, scheduler, loader, step_fn
         self.callbacks = list(callbacks)
@@ -233,6 +250,16 @@ class Trainer:
     def lr(self) -> float:
         return max(group["lr"] for group in self.optimizer.param_groups)
 
+    def unsharded_model(self) -> Optional[nn.Module]:
+        """The whole model as a plain module: `self.model`, or under FSDP a CPU copy gathered from every
+        process's shards (at most once per optimizer step; a collective: every process calls it, and all
+        but the main one get None)."""
+        if not self.sharded:
+            return self.model
+        if self._gathered is None or self._gathered[0] != self.global_step:
+            self._gathered = (self.global_step, fsdp.gather(self.model, self.dist))
+        return self._gathered[1]
+
     def log(self, record: dict) -> None:
         """Append one JSON line to metrics.jsonl, and to the other sinks (`--log-to`); main process only."""
         if self.dist.is_main:
@@ -241,20 +268,24 @@ class Trainer:
             self.run_log.write(record)
 
     # ----------------------------------------------------------------------------- checkpoints
-    def save(self, partial: Optional[dict] = None) -> Path:
+    def save(self, partial: Optional[dict] = None, final: bool = False) -> Path:
         """Checkpoint after the epoch just finished (self.epoch - 1), or inside it with `partial` ({batches,
-        epoch_rng, sums} of every process: `restore` resumes there). Every process takes part (RNG)."""
+        epoch_rng, sums} of every process: `restore` resumes there). Every process takes part (RNG; FSDP's
+        shards). `final`: the run's last checkpoint (under FSDP it also gets the whole weights)."""
         rngs = all_gather_objects(_rng_state())
+        name = f"epoch_{self.epoch:04d}" + (f"_step_{self.global_step:08d}" if partial else "")  # sorts in order
+        state = {
+            "epoch": self.epoch, "global_step": self.global_step, "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(), "rng": rngs, "partial": partial,
+            "callbacks": {cb.name: cb.state_dict() for cb in self.callbacks},
+        }
         path = None
-        if self.dist.is_main:
-            state = {
-                "epoch": self.epoch, "global_step": self.global_step,
-                "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
-                "scaler": self.scaler.state_dict(), "rng": rngs, "partial": partial,
-                "callbacks": {cb.name: cb.state_dict() for cb in self.callbacks},
-            }
-            name = f"epoch_{self.epoch:04d}" + (f"_step_{self.global_step:08d}" if partial else "")  # sorts in order
+        if self.sharded:
+            path = fsdp.save_checkpoint(self, name, state, partial is None, final)
+        elif self.dist.is_main:
+            state["optimizer"] = self.optimizer.state_dict()
             path = save_checkpoint(self.out_dir, name, self.model.state_dict(), state, keep=self.cfg.keep_checkpoints)
+        if self.dist.is_main:
             self.last_checkpoint = path
             plot_training_curves(self.metrics_path, self.out_dir / "training_curves.png")
             self.run_log.checkpoint(self.metrics_path)
@@ -292,13 +323,13 @@ class Trainer:
             pause = self.cfg.stop_after_epoch is not None and self.epoch >= self.cfg.stop_after_epoch
             last = self.epoch == self.cfg.epochs or self.stop_requested or pause
             if self.epoch % self.cfg.ckpt_every == 0 or last:
-                self.save()
+                self.save(final=self.epoch == self.cfg.epochs or self.stop_requested)
             if pause:
                 break
         for cb in self.callbacks:
             cb.on_train_end(self)
         self.run_log.close(self.metrics_path)
-        checksums = all_gather_objects(float(sum(p.detach().double().sum() for p in self.model.parameters())))
+        checksums = all_gather_objects(_checksum(self.model, self.sharded))
         return {"epochs": self.epoch, "steps": self.global_step,
                 "final_loss": self.epoch_logs[-1]["loss"] if self.epoch_logs else None,
                 "checkpoint": str(self.last_checkpoint) if self.last_checkpoint else None,
@@ -313,12 +344,8 @@ class Trainer:
         epoch_rng = _rng_state()
         accum = cfg.accum_iter
         n_batches = len(self.loader)
-        bar = None
-        if cfg.progress and self.dist.is_main:
-            from tqdm.auto import tqdm
-
-            bar = tqdm(total=n_batches, desc=f"epoch {epoch + 1}/{cfg.epochs}", dynamic_ncols=True, leave=True,
-                       disable=None)  # None: no bar when the output is not a terminal (logs, CI)
+        bar = _progress_bar(n_batches, f"epoch {epoch + 1}/{cfg.epochs}") if cfg.progress and self.dist.is_main \
+            else None
         epoch_loss, epoch_images, window_loss, window_n, window_images = 0.0, 0, 0.0, 0, 0
         extra_sums: Dict[str, float] = {}
         if partial is not None:
@@ -333,18 +360,12 @@ class Trainer:
             last_micro = (i + 1) % accum == 0 or i + 1 == n_batches
             if (i % accum) == 0:
                 self.scheduler.step_update(self.global_step)  # lr for the update about to happen
-            sync = nullcontext() if last_micro or not self.dist.distributed else model.no_sync()
+            sync = nullcontext() if last_micro or not self.dist.distributed else \
+                fsdp.no_sync(model) if self.sharded else model.no_sync()
             with sync:
                 with autocast(self.dist.device, cfg.precision):
                     out = self.step_fn(model, batch)
-                finite = torch.tensor(float(torch.isfinite(out.loss.detach()).all()), device=self.dist.device)
-                if all_reduce(finite, "min").item() < 1:
-                    where = f"the last good checkpoint is {self.last_checkpoint}" if self.last_checkpoint \
-                        else "no checkpoint was written yet"
-                    raise NonFiniteLossError(
-                        f"loss is {out.loss.item()} at optimizer step {self.global_step} (epoch {epoch + 1}, "
-                        f"batch {i + 1}/{n_batches}); {where}. Lower the learning rate, set --clip-grad, "
-                        f"or use --precision fp32")
+                _check_finite(self, out.loss, f"epoch {epoch + 1}, batch {i + 1}/{n_batches}")
                 self.scaler.scale(out.loss / accum).backward()
             if last_micro:
                 if cfg.clip_grad:
@@ -382,12 +403,44 @@ class Trainer:
                            "sums": all_gather_objects((epoch_loss, epoch_images, dict(extra_sums)))})
         if bar is not None:
             bar.close()
-        # average over processes so every rank logs (and callbacks see) the same epoch numbers
-        totals = torch.tensor([epoch_loss, float(epoch_images)] + list(extra_sums.values()), dtype=torch.float64)
-        totals = all_reduce(totals)
-        seconds = time.perf_counter() - epoch_start
-        record = {"kind": "epoch", "epoch": epoch, "step": self.global_step, "loss": totals[0].item() / totals[1].item(),
-                  "lr": self.lr(), "img_per_s": totals[1].item() / seconds, "seconds": seconds}
-        for (k, _), v in zip(extra_sums.items(), totals[2:].tolist()):
-            record[k] = v / totals[1].item()
-        return record
+        return _epoch_record(self, epoch, epoch_loss, epoch_images, extra_sums, time.perf_counter() - epoch_start)
+
+
+def _epoch_record(trainer: Trainer, epoch: int, loss_sum: float, images: int, extra_sums: Dict[str, float],
+                  seconds: float) -> dict:
+    """The epoch's log record: its sums averaged over every process's images, so every process logs (and
+    the callbacks see) the same numbers."""
+    totals = torch.tensor([loss_sum, float(images)] + list(extra_sums.values()), dtype=torch.float64)
+    totals = all_reduce(totals)
+    record = {"kind": "epoch", "epoch": epoch, "step": trainer.global_step, "loss": totals[0].item() / totals[1].item(),
+              "lr": trainer.lr(), "img_per_s": totals[1].item() / seconds, "seconds": seconds}
+    for k, v in zip(extra_sums, totals[2:].tolist()):
+        record[k] = v / totals[1].item()
+    return record
+
+
+def _check_finite(trainer: Trainer, loss: torch.Tensor, where: str) -> None:
+    """NonFiniteLossError, on every process, when the loss of any process is NaN or infinite."""
+    finite = torch.tensor(float(torch.isfinite(loss.detach()).all()), device=trainer.dist.device)
+    if all_reduce(finite, "min").item() < 1:
+        last = f"the last good checkpoint is {trainer.last_checkpoint}" if trainer.last_checkpoint \
+            else "no checkpoint was written yet"
+        raise NonFiniteLossError(f"loss is {loss.item()} at optimizer step {trainer.global_step} ({where}); {last}. "
+                                 f"Lower the learning rate, set --clip-grad, or use --precision fp32")
+
+
+def _progress_bar(total: int, desc: str):
+    """tqdm's bar over an epoch's batches; none when the output is not a terminal (logs, CI)."""
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, dynamic_ncols=True, leave=True, disable=None)
+
+
+def _checksum(model: nn.Module, sharded: bool) -> float:
+    """The sum of every weight (float64): equal on every process after DDP; under FSDP the shards' sums
+    are added up over the processes, so it is the whole model's sum everywhere."""
+    if not sharded:
+        return float(sum(p.detach().double().sum() for p in model.parameters()))
+    params = list(model.parameters())
+    local = torch.stack([p.detach().to_local().double().sum() for p in params]).sum()
+    return float(all_reduce(local).item())

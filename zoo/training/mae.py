@@ -28,7 +28,9 @@ from ..data import denormalize, eval_transform, pretrain_datasets, pretrain_tran
 from ..common.distributed import DistInfo
 from ..common.plots import plot_reconstructions
 from .loop import PRECISIONS, Callback, StepOutput, Trainer, seed_everything
-from .setup import fused_adamw, run_job, scaled_lr, train_loader, trainer_config, warmup_cosine, write_config
+from .fsdp import check_fsdp
+from .setup import (fsdp_setting, fused_adamw, place_model, run_job, scaled_lr, train_loader, trainer_config,
+                    warmup_cosine, write_config)
 
 
 @dataclass
@@ -51,6 +53,7 @@ class MAEPretrainConfig:
     crop_scale: Tuple[float, float] = setting((0.2, 1.0), "RandomResizedCrop area range")
     hflip: float = setting(0.5, "horizontal flip probability")
     compile: Optional[str] = compile_setting()
+    fsdp: bool = fsdp_setting()
     precision: str = setting("fp32", "fp32, bf16 (autocast, CPU or CUDA) or fp16 (CUDA, with a grad scaler)",
                              choices=PRECISIONS)
     clip_grad: Optional[float] = setting(None, "clip the gradient norm to this value")
@@ -84,10 +87,10 @@ class ReconstructionFigures(Callback):
 
     @torch.no_grad()
     def on_checkpoint(self, trainer: Trainer, epoch: int) -> None:
-        model = trainer.model
+        model = trainer.unsharded_model()  # under FSDP a gathered copy, on the CPU
         was_training = model.training
         model.eval()
-        imgs = self.images.to(trainer.dist.device)
+        imgs = self.images.to(next(model.parameters()).device)
         N = model.grid_size[0] * model.grid_size[1]
         noise = torch.rand(imgs.shape[0], N, generator=torch.Generator().manual_seed(self.seed)).to(imgs.device)
         loss, pred, mask = model(imgs, noise=noise)
@@ -120,10 +123,13 @@ def pretrain_mae(cfg: MAEPretrainConfig, resume: Optional[Path] = None, dist: Op
 
 
 def _pretrain(cfg: MAEPretrainConfig, resume: Optional[Path], dist: DistInfo) -> dict:
+    if cfg.fsdp:
+        check_fsdp(cfg.precision, dist)
     seed_everything(cfg.seed + dist.rank)
-    model = build_mae(cfg).to(dist.device)
+    model = build_mae(cfg)
     model.set_grad_checkpointing(cfg.grad_checkpointing)
     input_cfg = model.zoo_config["input"]
+    model = place_model(model, cfg, dist)
     train_ds, held_out = pretrain_datasets(
         cfg.data, pretrain_transform(input_cfg, cfg.crop_scale, cfg.hflip), eval_transform(input_cfg),
         num_held_out=cfg.num_held_out, seed=cfg.seed)
@@ -144,10 +150,11 @@ def _pretrain(cfg: MAEPretrainConfig, resume: Optional[Path], dist: DistInfo) ->
     summary = trainer.train(resume=resume)
     summary.update({"model": cfg.model, "lr": lr, "effective_batch": eff_batch, "world_size": dist.world_size,
                     "train_images": len(train_ds), "out": str(cfg.out)})
+    whole = trainer.unsharded_model()  # FSDP: the final checkpoint's gathered copy (every process asks)
     if dist.is_main:
         finished = trainer.epoch >= cfg.epochs
         if finished:
-            summary["encoder"] = str(export_encoder(model, Path(cfg.out) / "encoder"))
+            summary["encoder"] = str(export_encoder(whole, Path(cfg.out) / "encoder"))
         summary["finished"] = finished
         (Path(cfg.out) / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary

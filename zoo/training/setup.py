@@ -11,10 +11,11 @@ import torch
 import yaml
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from ..common.distributed import DistInfo, cleanup_distributed, init_distributed
+from ..common.distributed import DistInfo, barrier, cleanup_distributed, init_distributed
 from ..common.logs import parse_log_to
-from ..config import to_dict
+from ..config import setting, to_dict
 from ..data import resolve_workers
+from . import fsdp
 from .checkpoint import claim_run_dir
 from .loop import TrainConfig
 
@@ -27,10 +28,28 @@ def run_job(job: Callable[..., Any], cfg: Any, resume: Any, dist_info: Optional[
     dist_info = dist_info or init_distributed(cfg.device)
     try:
         claim_run_dir(cfg.out, resume, cfg.overwrite, dist_info.is_main)
-        return job(cfg, resume, dist_info)
+        result = job(cfg, resume, dist_info)
+        barrier()  # the processes leave together, once the main one has written everything
+        return result
     finally:
         if own:
             cleanup_distributed()
+
+
+def fsdp_setting() -> Any:
+    """The `--fsdp` setting the training commands share."""
+    return setting(False, "shard the weights, gradients and optimizer state over the processes (PyTorch FSDP2, "
+                          "one unit per block; launch with torchrun; --precision bf16 or fp32): for models whose "
+                          "training does not fit one GPU. Checkpoints are sharded; the final one also holds the "
+                          "whole weights")
+
+
+def place_model(model: torch.nn.Module, cfg: Any, dist: DistInfo) -> torch.nn.Module:
+    """The model on `dist.device`: moved whole, or with `cfg.fsdp` sharded over the processes (fsdp.py;
+    only this process's shards reach the device). Call it before building the optimizer."""
+    if cfg.fsdp:
+        return fsdp.shard(model, cfg.precision, dist)
+    return model.to(dist.device)
 
 
 def train_loader(dataset: Dataset, cfg: Any, dist: DistInfo) -> DataLoader:
