@@ -401,10 +401,11 @@ def _finetune(cfg: FinetuneConfig, resume: Optional[Path], dist: DistInfo) -> di
     last = trainer.epoch_logs[-1] if trainer.epoch_logs else {}
     summary["last_epoch"] = {k: v for k, v in last.items() if k.startswith(("val_", "ema_val_"))}
     if finished and splits.get("test") is not None:  # the best model, on the test split, once
-        best = create(str(Path(cfg.out) / "best")).to(dist.device)
+        best = place_model(create(str(Path(cfg.out) / "best")), cfg, dist)  # under FSDP sharded, as in training
         test_loader = DataLoader(_shard(splits["test"], dist), batch_size=cfg.batch_size * 2,
                                  num_workers=resolve_workers(cfg.workers, splits["test"]))
         summary["test"], confusion = evaluate(best, test_loader, dist, cfg.precision, len(classes), prefix="test_")
+        best = fsdp.gather(best, dist) if cfg.fsdp else best
         if dist.is_main:
             plot_confusion_matrix(confusion, classes, Path(cfg.out) / "confusion_matrix_test.png",
                                   title=f"test, best model (top-1 {summary['test']['test_top1']:.2f}%)")
