@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One prepared run on a GPU machine, about 5 minutes on one H100 / H200, installing nothing:
 #   1. the CUDA tests (tests/test_cuda.py: float32 parity with TF32 off, bf16 close to float32, a step of
-#      every command on the device, MAE masking, resume, DDP over NCCL);
+#      every command on the device, MAE masking, resume, DDP over NCCL, FSDP bf16 over NCCL);
 #   2. benchmarks/gpu_bench.py: zoo vs timm inference (eager and compiled), the MAE-B step vs the reference
 #      structure, the ViT-B fine-tuning step and its share of the GPU's bf16 peak.
 # Writes $OUT (default gpu-check/): env.json, cuda-tests.txt, gpu.json and gpu.md (tables under the machine

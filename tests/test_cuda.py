@@ -4,7 +4,7 @@ suite (pyproject's addopts deselect it); selected on a machine without a GPU the
 
 float32 parity with timm with TF32 off; bf16 autocast close to float32; one training step of each
 command on the device; MAE masking on the device; a run paused and resumed on the device; DDP
-through torchrun with NCCL."""
+through torchrun with NCCL; FSDP with bf16 on the device over NCCL."""
 import json
 import os
 import subprocess
@@ -120,3 +120,25 @@ def test_ddp_with_nccl(tmp_path, gpu):
                          capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=600)
     assert run.returncode == 0, run.stderr[-3000:]  # on CUDA, zoo.common.distributed joins with NCCL
     assert (tmp_path / "ddp" / "encoder" / "model.safetensors").is_file()
+
+
+def test_fsdp_bf16_over_nccl(tmp_path, gpu):
+    """`pretrain-mae --fsdp --precision bf16` on the device, in an NCCL group of one process (NCCL needs a
+    GPU per process; a group of one runs every FSDP path: sharding, bf16 policy, sharded checkpoints,
+    the gathered encoder), paused and resumed from its sharded checkpoint."""
+    import torch.distributed as tdist
+
+    from zoo.common.distributed import DistInfo
+    from zoo.training.mae import MAEPretrainConfig, pretrain_mae
+
+    tdist.init_process_group("nccl", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    try:
+        dist = DistInfo(0, 1, 0, gpu)
+        cfg = dict(model_args=TINY_MAE, epochs=2, batch_size=64, warmup_epochs=0, fsdp=True, precision="bf16",
+                   device="cuda", out=tmp_path / "fsdp", progress=False, log_to="none")
+        assert pretrain_mae(MAEPretrainConfig(**cfg, stop_after_epoch=1), dist=dist)["finished"] is False
+        summary = pretrain_mae(MAEPretrainConfig(**cfg), resume=tmp_path / "fsdp", dist=dist)
+    finally:
+        tdist.destroy_process_group()
+    assert summary["finished"] and summary["epochs"] == 2 and (tmp_path / "fsdp" / "encoder" / "model.safetensors").is_file()
+    assert (tmp_path / "fsdp" / "checkpoints" / "epoch_0002" / "sharded" / ".metadata").is_file()

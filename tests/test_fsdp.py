@@ -66,7 +66,7 @@ def test_sharded_model_gives_the_plain_outputs_and_gradients(family, group):
     grads = {n: p.grad for n, p in plain.named_parameters() if p.grad is not None}
     assert grads and max(max_diff(grads[n], p.grad.full_tensor()) for n, p in sharded.named_parameters()
                          if n in grads) < 1e-5
-    whole = fsdp.gather(sharded, group)  # the plain copy the checkpoints and figures use
+    whole = fsdp.gather_full_model(sharded, group)  # the plain copy the checkpoints and figures use
     assert type(whole) is type(plain) and max_diff(_forward(whole, family, x), out_plain) < 1e-5
 
 
@@ -97,15 +97,17 @@ def _steps(run: Path):
 
 
 def test_mae_command_with_fsdp_in_one_process_group(group, tmp_path):
-    """The whole `pretrain-mae` job sharded (over a group of one: every FSDP code path, in this process)
-    trains as the plain job does and writes what it writes: figures from the gathered weights, the
-    encoder, and a sharded final checkpoint that also holds the whole weights."""
+    """The whole `pretrain-mae` job sharded (over a group of one: every FSDP code path, in this process),
+    with gradient accumulation and checkpointing, trains as the plain job does and writes what it writes:
+    figures from the gathered weights, the encoder, and a sharded final checkpoint that also holds the
+    whole weights. A run resumed with the other --fsdp setting is refused before anything is written."""
     from test_training import micro_cfg
     from zoo.training.mae import pretrain_mae
 
     plain, sharded = tmp_path / "plain", tmp_path / "fsdp"
-    pretrain_mae(micro_cfg(plain, epochs=1, log_every=1), dist=group)
-    summary = pretrain_mae(micro_cfg(sharded, epochs=1, log_every=1, fsdp=True), dist=group)
+    settings = dict(epochs=1, log_every=1, accum_iter=2, grad_checkpointing=True)
+    pretrain_mae(micro_cfg(plain, **settings), dist=group)
+    summary = pretrain_mae(micro_cfg(sharded, fsdp=True, **settings), dist=group)
     assert summary["finished"] and max(abs(a - b) for a, b in zip(_steps(plain), _steps(sharded))) < 1e-5
     final = sharded / "checkpoints" / "epoch_0001"
     assert sorted(p.name for p in (final / "sharded").iterdir()) == [".metadata", "__0_0.distcp"]
@@ -114,6 +116,12 @@ def test_mae_command_with_fsdp_in_one_process_group(group, tmp_path):
     encoder = zoo.create(str(sharded / "encoder"))  # exported from the gathered weights
     assert max_diff(encoder.state_dict()["blocks.1.mlp.fc2.weight"], whole["encoder.blocks.1.mlp.fc2.weight"]) == 0
     assert (sharded / "reconstruction.png").is_file()
+    config = (sharded / "config.yaml").read_text()
+    with pytest.raises(ValueError, match="epoch_0001 was written with --fsdp and this run is without it"):
+        pretrain_mae(micro_cfg(sharded, epochs=2), resume=sharded, dist=group)
+    with pytest.raises(ValueError, match="epoch_0001 was written without --fsdp and this run is with it"):
+        pretrain_mae(micro_cfg(plain, epochs=2, fsdp=True), resume=plain, dist=group)
+    assert (sharded / "config.yaml").read_text() == config  # untouched
 
 
 def _run(cmd):
@@ -130,7 +138,7 @@ def _finetune(encoder: Path, out: Path, *flags: str):
 def test_finetune_with_fsdp_follows_ddp_and_resumes_exactly_after_a_kill(tmp_path):
     """2 gloo processes: DDP, then FSDP (its loss curve within float tolerance of DDP's: clipping sums the
     gradient norm over shards in another order), then FSDP killed after a mid-epoch checkpoint and
-    resumed, which ends with the uninterrupted FSDP run's weights and EMA exactly."""
+    resumed, which ends with the uninterrupted FSDP run's weights, optimizer state and EMA exactly."""
     from test_finetune import TINY_MAE
     from zoo.training.loop import seed_everything
     from zoo.training.mae import MAEPretrainConfig, build_mae, export_encoder
@@ -140,11 +148,13 @@ def test_finetune_with_fsdp_follows_ddp_and_resumes_exactly_after_a_kill(tmp_pat
     ddp, sharded, killed = tmp_path / "ddp", tmp_path / "fsdp", tmp_path / "killed"
     proc = _run(_finetune(encoder, ddp, "--log-every", "1"))
     a = json.loads((ddp / "summary.json").read_text())  # DDP as before: 2 ranks in step
-    assert a["world_size"] == 2 and a["ranks_in_sync"] and proc.stdout.count("finished: 1 epochs") == 1
+    assert a["world_size"] == 2 and a["effective_batch"] == 64 and a["ranks_in_sync"]
+    assert proc.stdout.count("finished: 1 epochs") == 1  # only rank 0 reports
     assert [p.name for p in (ddp / "checkpoints").iterdir() if p.is_dir()] == ["epoch_0001"]
 
     _run(_finetune(encoder, sharded, "--log-every", "1", "--fsdp"))
     b = json.loads((sharded / "summary.json").read_text())
+    assert b["ranks_in_sync"] is None and abs(b["param_checksums"][0] - a["param_checksums"][0]) < 1e-2
     assert len(_steps(sharded)) == a["steps"] == 1293 // 2 // 32  # the train split: 1293 digits
     assert max(abs(x - y) for x, y in zip(_steps(ddp), _steps(sharded))) < 1e-4
     # the val split (144 digits) split over the ranks without duplicates: 144 images scored
@@ -172,3 +182,19 @@ def test_finetune_with_fsdp_follows_ddp_and_resumes_exactly_after_a_kill(tmp_pat
     for weights in ("checkpoints/epoch_0001/model.safetensors", "best/model.safetensors"):
         x, y = load_file(str(killed / weights)), load_file(str(sharded / weights))
         assert max(max_diff(x[k], y[k]) for k in y) == 0, weights  # exactly where the uninterrupted run got
+    # and so is everything in the sharded checkpoint: weights, AdamW's moments and step, the EMA
+    x, y = (_sharded_contents(run / "checkpoints/epoch_0001", tmp_path / f"{run.name}.pt") for run in (killed, sharded))
+    assert x.keys() == y.keys() == {"model", "optimizer", "validation.ema"}
+    assert x["optimizer"]["param_groups"] == y["optimizer"]["param_groups"]
+    for part in ("model", "validation.ema"):
+        assert max(max_diff(x[part][k], y[part][k]) for k in y[part]) == 0, part
+    moments = [(x["optimizer"]["state"][k][m], v[m]) for k, v in y["optimizer"]["state"].items() for m in v]
+    assert len(moments) > 30 and all(torch.equal(p, q) for p, q in moments)
+
+
+def _sharded_contents(checkpoint: Path, out: Path) -> dict:
+    """Every process's shards of a sharded checkpoint, joined (torch.distributed.checkpoint's converter)."""
+    from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
+
+    dcp_to_torch_save(str(checkpoint / "sharded"), str(out))
+    return torch.load(out, weights_only=True)

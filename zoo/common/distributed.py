@@ -5,6 +5,7 @@ them everything runs in one process and these helpers are no-ops.
 """
 from __future__ import annotations
 
+import gc
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -60,8 +61,10 @@ def init_distributed(device: str = "auto") -> DistInfo:
 
 
 def cleanup_distributed() -> None:
-    """Tear down the process group, if one was set up."""
+    """Tear down the process group, if one was set up. Objects that still hold it (an FSDP model in a
+    reference cycle) are collected first: left to the interpreter's exit, gloo's threads can abort it."""
     if dist.is_available() and dist.is_initialized():
+        gc.collect()
         dist.destroy_process_group()
 
 

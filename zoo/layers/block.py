@@ -64,6 +64,8 @@ class Block(nn.Module):
         `rows` tokens' outputs (`_forward_first_rows`). Both go through the module's call, so hooks on the
         block (FSDP's all-gather of its weights, forward hooks) run for either."""
         if rows is not None:
+            if attn_mask is not None:
+                raise ValueError("Block: `rows` (the first rows' outputs only) does not take an attn_mask")
             return self._forward_first_rows(x, rows, rope)
         x = x + self.drop_path1(self._scale1(self.attn(self.norm1(x), attn_mask=attn_mask, rope=rope)))
         return x + self.drop_path2(self._scale2(self.mlp(self.norm2(x))))

@@ -25,6 +25,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 LATEST = "latest.json"
+SHARDED = "sharded"  # a --fsdp checkpoint's weights and optimizer state, in torch.distributed.checkpoint's format
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -79,7 +80,7 @@ def commit_checkpoint(run_dir: Path, name: str, keep: int = 2) -> Path:
 def _complete(folder: Path) -> bool:
     """A checkpoint folder with its training state and its weights (whole, or sharded)."""
     return (folder / "state.pt").is_file() and ((folder / "model.safetensors").is_file()
-                                                 or (folder / "sharded" / ".metadata").is_file())
+                                                 or (folder / SHARDED / ".metadata").is_file())
 
 
 def find_checkpoint(path: Path) -> Path:
@@ -105,6 +106,15 @@ def load_checkpoint(path: Path) -> Tuple[Path, Optional[Dict[str, torch.Tensor]]
     state = torch.load(ckpt / "state.pt", weights_only=True)
     weights = None if state.get("sharded") else load_file(str(ckpt / "model.safetensors"))
     return ckpt, weights, state
+
+
+def check_sharding(ckpt: Path, sharded: bool, resume: Path) -> None:
+    """ValueError when checkpoint folder `ckpt` was written with --fsdp (it has `sharded/`) and this run is
+    without it, or the other way round."""
+    if (Path(ckpt) / SHARDED).is_dir() != sharded:
+        written, now = ("with", "without") if not sharded else ("without", "with")
+        raise ValueError(f"--resume {resume}: {Path(ckpt).name} was written {written} --fsdp and this run is {now} "
+                         f"it; resume it as it was started (its config.yaml records the setting)")
 
 
 def latest_checkpoint(run_dir: Path) -> Optional[Path]:

@@ -231,7 +231,7 @@ class Validation(Callback):
             self.best_confusion = confusion
             self.epochs_without_improvement = 0
             if trainer.sharded:  # the whole weights, gathered on the main process (every process takes part)
-                model = trainer.unsharded_model() if which == "raw" else fsdp.gather(model, trainer.dist)
+                model = trainer.unsharded_model() if which == "raw" else fsdp.gather_full_model(model, trainer.dist)
             if trainer.dist.is_main:
                 save_best(model, Path(self.cfg.out) / "best", self.classes, training_record(self.cfg, {"val_top1": top1}))
         else:
@@ -329,8 +329,6 @@ def _finetune(cfg: FinetuneConfig, resume: Optional[Path], dist: DistInfo) -> di
     from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
     from timm.utils import ModelEmaV3
 
-    if cfg.fsdp:
-        fsdp.check_fsdp(cfg.precision, dist)
     seed_everything(cfg.seed + dist.rank)
     use_mixup = cfg.mixup > 0 or cfg.cutmix > 0
     if use_mixup and cfg.batch_size % 2:
@@ -405,7 +403,7 @@ def _finetune(cfg: FinetuneConfig, resume: Optional[Path], dist: DistInfo) -> di
         test_loader = DataLoader(_shard(splits["test"], dist), batch_size=cfg.batch_size * 2,
                                  num_workers=resolve_workers(cfg.workers, splits["test"]))
         summary["test"], confusion = evaluate(best, test_loader, dist, cfg.precision, len(classes), prefix="test_")
-        best = fsdp.gather(best, dist) if cfg.fsdp else best
+        best = fsdp.gather_full_model(best, dist) if cfg.fsdp else best
         if dist.is_main:
             plot_confusion_matrix(confusion, classes, Path(cfg.out) / "confusion_matrix_test.png",
                                   title=f"test, best model (top-1 {summary['test']['test_top1']:.2f}%)")

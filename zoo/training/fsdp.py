@@ -4,14 +4,14 @@ Each process keeps only its 1/world_size share of every parameter, gradient and 
 (PyTorch's FSDP2, `torch.distributed.fsdp.fully_shard`; Zhao et al. 2023, "PyTorch FSDP"):
 
 - `shard`: one FSDP unit per transformer block (every child of a `blocks` / `decoder_blocks`
-  container: ViT, DeiT, DINOv2/v3, Swin's stages, both halves of MAE), then the model itself for what is
+  container: ViT, DeiT, DINOv2/v3, the blocks of Swin's stages, both halves of MAE), then the model itself for what is
   left (embeddings, norm, head). A unit's weights are gathered just before its forward and backward
   and freed after. With `--precision bf16` the mixed precision policy computes in bf16 and reduces
   gradients in float32; the sharded master weights stay float32.
 - `save_sharded` / `load_sharded`: checkpoints in torch.distributed.checkpoint's format (a `sharded/`
   folder: every process writes its own shards of the weights, the optimizer state and a sharded EMA;
-  any number of processes can load them back). `save_checkpoint` is the Trainer's checkpoint with them.
-- `gather`: the whole model as a plain module on the main process (weights gathered from every
+  any number of processes can load them back). `save_sharded_checkpoint` is the Trainer's checkpoint with them.
+- `gather_full_model`: the whole model as a plain module on the main process (weights gathered from every
   process, on the CPU), for figures, `best/` and the final `model.safetensors`.
 
 The command shards its model (and its EMA) before it builds the optimizer (FSDP replaces the
@@ -23,17 +23,15 @@ import copy
 import re
 import warnings
 import weakref
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 import torch
 from torch import nn
 
-from .checkpoint import begin_checkpoint, commit_checkpoint, temporary_folder
-from ..common.distributed import DistInfo, barrier
+from .checkpoint import SHARDED, begin_checkpoint, commit_checkpoint, temporary_folder
+from ..common.distributed import DistInfo, all_reduce, barrier
 
-SHARDED = "sharded"  # the checkpoint's sub-folder in torch.distributed.checkpoint's format
 _UNIT = re.compile(r"(?:^|\.)(?:decoder_)?blocks\.\d+$")  # a transformer block: a child of a blocks container
 _TEMPLATES: "weakref.WeakKeyDictionary[nn.Module, nn.Module]" = weakref.WeakKeyDictionary()
 
@@ -56,7 +54,8 @@ def block_units(model: nn.Module) -> List[nn.Module]:
     units = [m for name, m in model.named_modules() if _UNIT.search(name)]
     if not units:
         raise ValueError(f"--fsdp: {type(model).__name__} has no transformer blocks (children of a `blocks` "
-                         f"container) to shard one by one")
+                         f"container) to shard one by one; train it without --fsdp (zoo's ViT, DeiT, DINOv2/v3, "
+                         f"Swin and MAE models have them)")
     return units
 
 
@@ -90,7 +89,8 @@ def shard(model: nn.Module, precision: str, dist: DistInfo) -> nn.Module:
     """Shard `model` in place over the processes of `dist` (`fully_shard` per block, then the root) and
     return it; the process group must exist (the commands check `check_fsdp` first). Its parameters move
     to `dist.device`, 1/world_size of each per process, taken from the main process's copy. `precision`
-    'bf16' computes in bf16 with float32 gradient reduction; 'fp32' in float32."""
+    'bf16' computes in bf16 with float32 gradient reduction; 'fp32' in float32. ValueError (`block_units`)
+    when the model has no blocks."""
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
@@ -116,17 +116,7 @@ def is_sharded(model: nn.Module) -> bool:
     return isinstance(model, FSDPModule)
 
 
-@contextmanager
-def no_sync(model: nn.Module) -> Iterator[None]:
-    """Gradient accumulation: backward passes inside keep their gradients unreduced (DDP's `no_sync`)."""
-    model.set_requires_gradient_sync(False)
-    try:
-        yield
-    finally:
-        model.set_requires_gradient_sync(True)
-
-
-def gather(model: nn.Module, dist: DistInfo) -> Optional[nn.Module]:
+def gather_full_model(model: nn.Module, dist: DistInfo) -> Optional[nn.Module]:
     """The whole sharded `model` as a plain module (float32, on the CPU) on the main process; None on
     the others. A collective: every process calls it."""
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
@@ -172,18 +162,20 @@ def _state(model: nn.Module, optimizer: torch.optim.Optimizer, others: Optional[
     return {"model": weights, "optimizer": optim, **{k: get_model_state_dict(m) for k, m in (others or {}).items()}}
 
 
-def save_checkpoint(trainer: Any, name: str, state: dict, epoch_end: bool, final: bool) -> Optional[Path]:
+def save_sharded_checkpoint(trainer: Any, name: str, state: dict, epoch_end: bool, final: bool) -> Optional[Path]:
     """`Trainer.save` for a sharded model: every process writes its shards into the checkpoint's temporary folder,
     then the main process adds state.pt (and, in the `final` checkpoint, the whole weights as
-    model.safetensors) and renames it into place. At an `epoch_end` the whole model is gathered for the
-    callbacks (`unsharded_model`). Returns the folder on the main process, None on the others."""
+    model.safetensors) and renames it into place. The whole model is gathered (`unsharded_model`) for
+    the final checkpoint and, at an `epoch_end`, when a callback `needs_whole_model` (figures). Returns
+    the folder on the main process, None on the others."""
     from safetensors.torch import save_file
 
     dist, out = trainer.dist, trainer.out_dir
     tmp = begin_checkpoint(out, name) if dist.is_main else None
     barrier()  # the folder exists before anyone writes into it
     save_sharded(temporary_folder(out, name), trainer.model, trainer.optimizer, callback_modules(trainer.callbacks))
-    full = trainer.unsharded_model() if epoch_end else None  # a collective: every process
+    whole = final or (epoch_end and any(cb.needs_whole_model for cb in trainer.callbacks))
+    full = trainer.unsharded_model() if whole else None  # a collective: every process
     if not dist.is_main:
         return None
     if final:
@@ -195,3 +187,13 @@ def save_checkpoint(trainer: Any, name: str, state: dict, epoch_end: bool, final
 def callback_modules(callbacks: Sequence[Any]) -> Dict[str, nn.Module]:
     """The callbacks' sharded modules (an EMA), named `<callback>.<name>` in the sharded checkpoint."""
     return {f"{cb.name}.{k}": m for cb in callbacks for k, m in cb.sharded_modules().items()}
+
+
+def param_checksum(model: nn.Module) -> float:
+    """The sum of every weight (float64): equal on every process after DDP; under FSDP the shards' sums
+    are added up over the processes, so it is the whole model's sum everywhere."""
+    if not is_sharded(model):
+        return float(sum(p.detach().double().sum() for p in model.parameters()))
+    params = list(model.parameters())
+    local = torch.stack([p.detach().to_local().double().sum() for p in params]).sum()
+    return float(all_reduce(local).item())

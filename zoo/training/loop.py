@@ -39,7 +39,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from . import fsdp
-from .checkpoint import atomic_write_text, load_checkpoint, save_checkpoint
+from .checkpoint import atomic_write_text, check_sharding, load_checkpoint, save_checkpoint
 from ..common.distributed import DistInfo, all_gather_objects, all_reduce
 from ..common.logs import RunLog
 from ..common.plots import plot_training_curves, read_jsonl
@@ -92,6 +92,7 @@ class Callback:
     """Hooks into `Trainer`. All methods are optional."""
 
     name = "callback"
+    needs_whole_model = False  # under FSDP: gather the whole model for `on_checkpoint` (`unsharded_model`)
 
     def on_step_end(self, trainer: "Trainer") -> None:
         """Runs on every process after each optimizer update (EMA weights)."""
@@ -160,10 +161,7 @@ def restore(trainer: "Trainer", run_or_checkpoint: Path) -> Path:
     latest checkpoint (or a checkpoint folder), a mid-epoch one included; metrics.jsonl keeps only what
     was logged up to it. Returns the checkpoint folder."""
     ckpt, weights, state = load_checkpoint(run_or_checkpoint)
-    if bool(state.get("sharded")) != trainer.sharded:
-        written, now = ("with", "without") if state.get("sharded") else ("without", "with")
-        raise ValueError(f"--resume {run_or_checkpoint}: {ckpt.name} was written {written} --fsdp and this run is "
-                         f"{now} it; resume it as it was started (its config.yaml records the setting)")
+    check_sharding(ckpt, trainer.sharded, run_or_checkpoint)
     if trainer.sharded:
         fsdp.load_sharded(ckpt, trainer.model, trainer.optimizer, fsdp.callback_modules(trainer.callbacks))
     else:
@@ -173,6 +171,8 @@ def restore(trainer: "Trainer", run_or_checkpoint: Path) -> Path:
     trainer.scaler.load_state_dict(state["scaler"])
     rngs, dist = state["rng"], trainer.dist
     _set_rng_state(rngs[dist.rank] if len(rngs) == dist.world_size else rngs[0])
+    if len(rngs) != dist.world_size and dist.rank:  # another number of processes: rank 0's state, offset per rank
+        seed_everything(int(torch.randint(2**31 - 1, ())) + dist.rank)
     for cb in trainer.callbacks:
         cb.load_state_dict(state["callbacks"].get(cb.name, {}))
     trainer.epoch, trainer.global_step = int(state["epoch"]), int(state["global_step"])
@@ -192,6 +192,10 @@ def _rank_partial(partial: Optional[dict], rngs: list, dist: DistInfo) -> Option
     and checkpoint generator states, its running sums (None for an end-of-epoch checkpoint)."""
     if not partial:
         return None
+    if len(rngs) != dist.world_size:
+        raise ValueError(f"this mid-epoch checkpoint was written by {len(rngs)} processes; resume it with "
+                         f"{len(rngs)} (--nproc_per_node), or resume an end-of-epoch checkpoint (checkpoints/"
+                         f"epoch_NNNN) with another number")
     pick = (lambda values: values[dist.rank] if len(values) == dist.world_size else values[0])
     return {"batches": int(partial["batches"]), "epoch_rng": pick(partial["epoch_rng"]), "rng": pick(rngs),
             "sums": pick(partial["sums"])}
@@ -252,12 +256,12 @@ class Trainer:
 
     def unsharded_model(self) -> Optional[nn.Module]:
         """The whole model as a plain module: `self.model`, or under FSDP a CPU copy gathered from every
-        process's shards (at most once per optimizer step; a collective: every process calls it, and all
-        but the main one get None)."""
+        process's shards. Under FSDP a collective (every process calls it; all but the main one get None),
+        except where `save` has just gathered it for the callbacks that `needs_whole_model`."""
         if not self.sharded:
             return self.model
         if self._gathered is None or self._gathered[0] != self.global_step:
-            self._gathered = (self.global_step, fsdp.gather(self.model, self.dist))
+            self._gathered = (self.global_step, fsdp.gather_full_model(self.model, self.dist))
         return self._gathered[1]
 
     def log(self, record: dict) -> None:
@@ -281,7 +285,7 @@ class Trainer:
         }
         path = None
         if self.sharded:
-            path = fsdp.save_checkpoint(self, name, state, partial is None, final)
+            path = fsdp.save_sharded_checkpoint(self, name, state, partial is None, final)
         elif self.dist.is_main:
             state["optimizer"] = self.optimizer.state_dict()
             path = save_checkpoint(self.out_dir, name, self.model.state_dict(), state, keep=self.cfg.keep_checkpoints)
@@ -291,6 +295,7 @@ class Trainer:
             self.run_log.checkpoint(self.metrics_path)
             for cb in self.callbacks if partial is None else ():
                 cb.on_checkpoint(self, self.epoch - 1)
+        self._gathered = None  # FSDP: the gathered copy is not kept through the next epoch
         return path
 
     def resume(self, run_or_checkpoint: Path) -> Path:
@@ -329,11 +334,12 @@ class Trainer:
         for cb in self.callbacks:
             cb.on_train_end(self)
         self.run_log.close(self.metrics_path)
-        checksums = all_gather_objects(_checksum(self.model, self.sharded))
+        checksums = all_gather_objects(fsdp.param_checksum(self.model))
         return {"epochs": self.epoch, "steps": self.global_step,
                 "final_loss": self.epoch_logs[-1]["loss"] if self.epoch_logs else None,
                 "checkpoint": str(self.last_checkpoint) if self.last_checkpoint else None,
-                "param_checksums": checksums, "ranks_in_sync": len(set(checksums)) == 1}
+                "param_checksums": checksums,  # FSDP: the sharded model's one sum; no copies to compare
+                "ranks_in_sync": None if self.sharded else len(set(checksums)) == 1}
 
     def _train_epoch(self, epoch: int) -> dict:
         cfg, model, opt = self.cfg, self.train_model, self.optimizer
@@ -360,8 +366,8 @@ class Trainer:
             last_micro = (i + 1) % accum == 0 or i + 1 == n_batches
             if (i % accum) == 0:
                 self.scheduler.step_update(self.global_step)  # lr for the update about to happen
-            sync = nullcontext() if last_micro or not self.dist.distributed else \
-                fsdp.no_sync(model) if self.sharded else model.no_sync()
+            # FSDP reduce-scatters every micro-batch: its gradients stay sharded (unsynced, they would be whole)
+            sync = nullcontext() if last_micro or not self.dist.distributed or self.sharded else model.no_sync()
             with sync:
                 with autocast(self.dist.device, cfg.precision):
                     out = self.step_fn(model, batch)
@@ -434,13 +440,3 @@ def _progress_bar(total: int, desc: str):
     from tqdm.auto import tqdm
 
     return tqdm(total=total, desc=desc, dynamic_ncols=True, leave=True, disable=None)
-
-
-def _checksum(model: nn.Module, sharded: bool) -> float:
-    """The sum of every weight (float64): equal on every process after DDP; under FSDP the shards' sums
-    are added up over the processes, so it is the whole model's sum everywhere."""
-    if not sharded:
-        return float(sum(p.detach().double().sum() for p in model.parameters()))
-    params = list(model.parameters())
-    local = torch.stack([p.detach().to_local().double().sum() for p in params]).sum()
-    return float(all_reduce(local).item())

@@ -28,7 +28,6 @@ from ..data import denormalize, eval_transform, pretrain_datasets, pretrain_tran
 from ..common.distributed import DistInfo
 from ..common.plots import plot_reconstructions
 from .loop import PRECISIONS, Callback, StepOutput, Trainer, seed_everything
-from .fsdp import check_fsdp
 from .setup import (fsdp_setting, fused_adamw, place_model, run_job, scaled_lr, train_loader, trainer_config,
                     warmup_cosine, write_config)
 
@@ -80,6 +79,7 @@ class ReconstructionFigures(Callback):
     """At each checkpoint: reconstruct the fixed held-out images with a fixed masking and save the grid."""
 
     name = "reconstructions"
+    needs_whole_model = True  # the figures run the whole model (under FSDP gathered at each checkpoint)
 
     def __init__(self, held_out, input_cfg: dict, out_dir: Path, seed: int) -> None:
         self.images = torch.stack([held_out[i] for i in range(len(held_out))])  # (K, C, H, W), normalised
@@ -123,8 +123,6 @@ def pretrain_mae(cfg: MAEPretrainConfig, resume: Optional[Path] = None, dist: Op
 
 
 def _pretrain(cfg: MAEPretrainConfig, resume: Optional[Path], dist: DistInfo) -> dict:
-    if cfg.fsdp:
-        check_fsdp(cfg.precision, dist)
     seed_everything(cfg.seed + dist.rank)
     model = build_mae(cfg)
     model.set_grad_checkpointing(cfg.grad_checkpointing)
@@ -150,7 +148,7 @@ def _pretrain(cfg: MAEPretrainConfig, resume: Optional[Path], dist: DistInfo) ->
     summary = trainer.train(resume=resume)
     summary.update({"model": cfg.model, "lr": lr, "effective_batch": eff_batch, "world_size": dist.world_size,
                     "train_images": len(train_ds), "out": str(cfg.out)})
-    whole = trainer.unsharded_model()  # FSDP: the final checkpoint's gathered copy (every process asks)
+    whole = trainer.unsharded_model()  # FSDP: gathered (a collective: every process asks)
     if dist.is_main:
         finished = trainer.epoch >= cfg.epochs
         if finished:

@@ -16,17 +16,22 @@ from ..common.logs import parse_log_to
 from ..config import setting, to_dict
 from ..data import resolve_workers
 from . import fsdp
-from .checkpoint import claim_run_dir
+from .checkpoint import check_sharding, claim_run_dir, find_checkpoint
 from .loop import TrainConfig
 
 
 def run_job(job: Callable[..., Any], cfg: Any, resume: Any, dist_info: Optional[DistInfo]) -> Any:
     """`job(cfg, resume, dist_info)` for a training command whose settings have `out`, `overwrite` and
     `device`. With no `dist_info`, the process group is set up here (from torchrun's environment, or a
-    single process) and torn down afterwards. A fresh run first claims its directory (checkpoint.py)."""
+    single process) and torn down afterwards. `--fsdp` and a resumed checkpoint's sharding are checked
+    first; a fresh run then claims its directory (checkpoint.py)."""
     own = dist_info is None
     dist_info = dist_info or init_distributed(cfg.device)
     try:
+        if cfg.fsdp:  # refused before anything is built, written or deleted (--overwrite)
+            fsdp.check_fsdp(cfg.precision, dist_info)
+        if resume is not None:
+            check_sharding(find_checkpoint(resume), cfg.fsdp, resume)
         claim_run_dir(cfg.out, resume, cfg.overwrite, dist_info.is_main)
         result = job(cfg, resume, dist_info)
         barrier()  # the processes leave together, once the main one has written everything
