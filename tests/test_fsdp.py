@@ -85,8 +85,8 @@ def test_models_without_blocks_and_bad_launches_are_refused(tmp_path, capsys):
     with pytest.raises(ValueError, match="Linear has no transformer blocks"):
         fsdp.block_units(torch.nn.Linear(2, 2))
     rc = main(["pretrain-mae", "--fsdp", "--out", str(tmp_path / "run"), "--model-args", json.dumps(MICRO)])
-    assert rc == 2 and "--fsdp shards the model over several processes: launch the command with `torchrun" in \
-        capsys.readouterr().err
+    assert rc == 2 and "--fsdp shards the model over several processes and this job has one: launch it with `torchrun" \
+        in capsys.readouterr().err
     assert not (tmp_path / "run").exists()  # refused before anything was built or written
     with pytest.raises(ValueError, match="use --precision bf16"):
         fsdp.check_fsdp("fp16", DistInfo(0, 2, 0, torch.device("cpu")))
@@ -117,9 +117,9 @@ def test_mae_command_with_fsdp_in_one_process_group(group, tmp_path):
     assert max_diff(encoder.state_dict()["blocks.1.mlp.fc2.weight"], whole["encoder.blocks.1.mlp.fc2.weight"]) == 0
     assert (sharded / "reconstruction.png").is_file()
     config = (sharded / "config.yaml").read_text()
-    with pytest.raises(ValueError, match="epoch_0001 was written with --fsdp and this run is without it"):
+    with pytest.raises(ValueError, match=r"epoch_0001 holds sharded weights \(a run with --fsdp\); resume it with --fsdp under `torchrun"):
         pretrain_mae(micro_cfg(sharded, epochs=2), resume=sharded, dist=group)
-    with pytest.raises(ValueError, match="epoch_0001 was written without --fsdp and this run is with it"):
+    with pytest.raises(ValueError, match=r"epoch_0001 holds whole weights \(a run without --fsdp\); resume it without --fsdp"):
         pretrain_mae(micro_cfg(plain, epochs=2, fsdp=True), resume=plain, dist=group)
     assert (sharded / "config.yaml").read_text() == config  # untouched
 

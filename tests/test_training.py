@@ -176,6 +176,11 @@ def test_a_fresh_run_refuses_a_directory_holding_another_run(tmp_path, capsys):
     err = capsys.readouterr().err
     assert rc == 2 and f"{run} already holds a run" in err and f"--resume {run}" in err and "--overwrite" in err
     assert find_checkpoint(run) == before and (before / "model.safetensors").is_file()  # untouched
+    config = (run / "config.yaml").read_text()
+    rc = main(["pretrain-mae", "--out", str(run), "--model-args", json.dumps(MICRO), "--epochs", "1", "--no-progress",
+               "--overwrite", "--warmup-epochs", "2"])  # accepted --overwrite, then refused: nothing is lost
+    assert rc == 2 and "covers the whole run" in capsys.readouterr().err
+    assert find_checkpoint(run) == before and (run / "config.yaml").read_text() == config
     # --overwrite starts over: the old run's checkpoints are gone, not mixed with the new ones
     pretrain_mae(micro_cfg(run, epochs=1, overwrite=True))
     assert sorted(p.name for p in (run / "checkpoints").iterdir() if p.is_dir()) == ["epoch_0001"]

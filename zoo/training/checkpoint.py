@@ -112,9 +112,11 @@ def check_sharding(ckpt: Path, sharded: bool, resume: Path) -> None:
     """ValueError when checkpoint folder `ckpt` was written with --fsdp (it has `sharded/`) and this run is
     without it, or the other way round."""
     if (Path(ckpt) / SHARDED).is_dir() != sharded:
-        written, now = ("with", "without") if not sharded else ("without", "with")
-        raise ValueError(f"--resume {resume}: {Path(ckpt).name} was written {written} --fsdp and this run is {now} "
-                         f"it; resume it as it was started (its config.yaml records the setting)")
+        if sharded:
+            raise ValueError(f"--resume {resume}: {Path(ckpt).name} holds whole weights (a run without --fsdp); "
+                             f"resume it without --fsdp (--no-fsdp)")
+        raise ValueError(f"--resume {resume}: {Path(ckpt).name} holds sharded weights (a run with --fsdp); resume it "
+                         f"with --fsdp under `torchrun --nproc_per_node N` (N >= 2), as its config.yaml records")
 
 
 def latest_checkpoint(run_dir: Path) -> Optional[Path]:
@@ -136,10 +138,11 @@ def auto_resume(run_dir: Path) -> Optional[Path]:
     return Path(run_dir) if found else None
 
 
-def claim_run_dir(run_dir: Path, resume: Optional[Path], overwrite: bool, is_main: bool = True) -> None:
-    """Make `run_dir` ready for a run. A fresh run (no `resume`) refuses a directory that holds another
-    run's checkpoints, so nothing is lost by accident; with `overwrite` those checkpoints are deleted
-    first (stale ones would otherwise outlive the new run's in the keep-newest pruning)."""
+def claim_run_dir(run_dir: Path, resume: Optional[Path], overwrite: bool) -> None:
+    """Check that `run_dir` can take a run. A fresh run (no `resume`) refuses a directory that holds
+    another run's checkpoints, so nothing is lost by accident; with `overwrite` it is accepted, and the
+    Trainer deletes those checkpoints once training starts (`clear_checkpoints`), after every other
+    check: a command refused before then leaves the old run as it was."""
     run_dir = Path(run_dir)
     if resume is not None:
         return
@@ -150,5 +153,11 @@ def claim_run_dir(run_dir: Path, resume: Optional[Path], overwrite: bool, is_mai
         raise RunExistsError(
             f"{run_dir} already holds a run (checkpoints in {run_dir / 'checkpoints'}): continue it with "
             f"--resume {run_dir}, choose another --out, or pass --overwrite to delete them and start over")
-    if is_main:
-        shutil.rmtree(run_dir / "checkpoints")
+
+
+def clear_checkpoints(run_dir: Path) -> None:
+    """A fresh run's start: delete the checkpoints an earlier run left in `run_dir` (only there when
+    `claim_run_dir` accepted them with --overwrite; stale ones would outlive the new run's in the
+    keep-newest pruning)."""
+    if (Path(run_dir) / "checkpoints").exists():
+        shutil.rmtree(Path(run_dir) / "checkpoints")

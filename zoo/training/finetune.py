@@ -41,7 +41,7 @@ from .checkpoint import atomic_write_text
 from .loop import PRECISIONS, Callback, StepOutput, Trainer, autocast, seed_everything
 from ..common.plots import plot_confusion_matrix
 from .setup import (fsdp_setting, fused_adamw, place_model, run_job, scaled_lr, train_loader, trainer_config,
-                    warmup_cosine, write_config)
+                    warmup_cosine)
 
 
 # --sched: zoo's warmup + cosine, and timm's schedules that step per optimizer update
@@ -384,7 +384,6 @@ def _finetune(cfg: FinetuneConfig, resume: Optional[Path], dist: DistInfo) -> di
 
     validation = Validation(cfg, val_loader, len(classes), classes, ema)
     trainer = Trainer(trainer_config(cfg), model, optimizer, scheduler, loader, step, dist, [validation])
-    write_config(cfg, dist)
     if dist.is_main:
         for note in adapted:
             print(f"zoo finetune: adapted the weights: {note}", flush=True)

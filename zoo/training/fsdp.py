@@ -41,11 +41,12 @@ def check_fsdp(precision: str, dist: DistInfo) -> None:
     import torch.distributed as tdist
 
     if not (dist.distributed or tdist.is_initialized()):
-        raise ValueError("--fsdp shards the model over several processes: launch the command with "
-                         "`torchrun --nproc_per_node N -m zoo ...` (N >= 2), or leave --fsdp out")
+        raise ValueError("--fsdp shards the model over several processes and this job has one: launch it with "
+                         "`torchrun --nproc_per_node N -m zoo ...` with N >= 2 (a resumed --fsdp run too: its "
+                         "config.yaml keeps --fsdp), or train without --fsdp")
     if precision == "fp16":
-        raise ValueError("--fsdp trains with --precision bf16 or fp32 (fp16 would need a sharded gradient "
-                         "scaler); use --precision bf16")
+        raise ValueError("--fsdp trains with --precision bf16 or fp32 (fp16, which --amp without --amp-dtype "
+                         "bfloat16 selects, would need a sharded gradient scaler); use --precision bf16")
 
 
 def block_units(model: nn.Module) -> List[nn.Module]:

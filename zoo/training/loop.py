@@ -35,11 +35,12 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
+import yaml
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from . import fsdp
-from .checkpoint import atomic_write_text, check_sharding, load_checkpoint, save_checkpoint
+from .checkpoint import atomic_write_text, check_sharding, clear_checkpoints, load_checkpoint, save_checkpoint
 from ..common.distributed import DistInfo, all_gather_objects, all_reduce
 from ..common.logs import RunLog
 from ..common.plots import plot_training_curves, read_jsonl
@@ -193,9 +194,8 @@ def _rank_partial(partial: Optional[dict], rngs: list, dist: DistInfo) -> Option
     if not partial:
         return None
     if len(rngs) != dist.world_size:
-        raise ValueError(f"this mid-epoch checkpoint was written by {len(rngs)} processes; resume it with "
-                         f"{len(rngs)} (--nproc_per_node), or resume an end-of-epoch checkpoint (checkpoints/"
-                         f"epoch_NNNN) with another number")
+        raise ValueError(f"this mid-epoch checkpoint was written by {len(rngs)} processes; resume it with {len(rngs)} "
+                         f"(--nproc_per_node), or an end-of-epoch one (checkpoints/epoch_NNNN) with another number")
     pick = (lambda values: values[dist.rank] if len(values) == dist.world_size else values[0])
     return {"batches": int(partial["batches"]), "epoch_rng": pick(partial["epoch_rng"]), "rng": pick(rngs),
             "sums": pick(partial["sums"])}
@@ -305,12 +305,7 @@ class Trainer:
     # -------------------------------------------------------------------------------- training
     def train(self, resume: Optional[Path] = None) -> dict:
         """Run (or continue) training to `cfg.epochs`; returns a summary dict."""
-        if self.dist.is_main:
-            self.out_dir.mkdir(parents=True, exist_ok=True)
-        if resume is not None:
-            self.resume(resume)
-        elif self.dist.is_main and self.metrics_path.exists():
-            self.metrics_path.unlink()  # a fresh run owns its log
+        _start(self, resume)
         self.run_log = RunLog(self.out_dir, self.cfg.log_to if self.dist.is_main else (), self.global_step,
                               self.cfg.settings)
         sampler = getattr(self.loader, "sampler", None)
@@ -425,6 +420,20 @@ def _epoch_record(trainer: Trainer, epoch: int, loss_sum: float, images: int, ex
     return record
 
 
+def _start(trainer: Trainer, resume: Optional[Path]) -> None:
+    """`Trainer.train`'s start: restore from `resume`, or for a fresh run clear an earlier run's checkpoints
+    (--overwrite) and log; then the settings to `config.yaml` (what --resume reads), not before."""
+    if trainer.dist.is_main:
+        trainer.out_dir.mkdir(parents=True, exist_ok=True)
+    if resume is not None:
+        trainer.resume(resume)
+    elif trainer.dist.is_main:
+        clear_checkpoints(trainer.out_dir)
+        trainer.metrics_path.unlink(missing_ok=True)  # a fresh run owns its log
+    if trainer.dist.is_main and trainer.cfg.settings is not None:
+        atomic_write_text(trainer.out_dir / "config.yaml", yaml.safe_dump(trainer.cfg.settings, sort_keys=False))
+
+
 def _check_finite(trainer: Trainer, loss: torch.Tensor, where: str) -> None:
     """NonFiniteLossError, on every process, when the loss of any process is NaN or infinite."""
     finite = torch.tensor(float(torch.isfinite(loss.detach()).all()), device=trainer.dist.device)
@@ -438,5 +447,4 @@ def _check_finite(trainer: Trainer, loss: torch.Tensor, where: str) -> None:
 def _progress_bar(total: int, desc: str):
     """tqdm's bar over an epoch's batches; none when the output is not a terminal (logs, CI)."""
     from tqdm.auto import tqdm
-
     return tqdm(total=total, desc=desc, dynamic_ncols=True, leave=True, disable=None)

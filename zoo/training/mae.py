@@ -29,7 +29,7 @@ from ..common.distributed import DistInfo
 from ..common.plots import plot_reconstructions
 from .loop import PRECISIONS, Callback, StepOutput, Trainer, seed_everything
 from .setup import (fsdp_setting, fused_adamw, place_model, run_job, scaled_lr, train_loader, trainer_config,
-                    warmup_cosine, write_config)
+                    warmup_cosine)
 
 
 @dataclass
@@ -144,7 +144,6 @@ def _pretrain(cfg: MAEPretrainConfig, resume: Optional[Path], dist: DistInfo) ->
 
     callbacks = [ReconstructionFigures(held_out, input_cfg, cfg.out, cfg.seed)]
     trainer = Trainer(trainer_config(cfg), model, optimizer, scheduler, loader, step, dist, callbacks)
-    write_config(cfg, dist)
     summary = trainer.train(resume=resume)
     summary.update({"model": cfg.model, "lr": lr, "effective_batch": eff_batch, "world_size": dist.world_size,
                     "train_images": len(train_ds), "out": str(cfg.out)})

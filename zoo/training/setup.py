@@ -1,14 +1,12 @@
 """The job setup that MAE pretraining and fine-tuning share: process group and run directory, the
 training loader, the learning rate scaled by the effective batch, warmup + cosine, the loop's
-settings, the saved config. Each command's own choices (model, data, loss, callbacks) stay in it.
+settings. Each command's own choices (model, data, loss, callbacks) stay in it.
 """
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, Callable, Optional, Tuple
 
 import torch
-import yaml
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from ..common.distributed import DistInfo, barrier, cleanup_distributed, init_distributed
@@ -32,7 +30,7 @@ def run_job(job: Callable[..., Any], cfg: Any, resume: Any, dist_info: Optional[
             fsdp.check_fsdp(cfg.precision, dist_info)
         if resume is not None:
             check_sharding(find_checkpoint(resume), cfg.fsdp, resume)
-        claim_run_dir(cfg.out, resume, cfg.overwrite, dist_info.is_main)
+        claim_run_dir(cfg.out, resume, cfg.overwrite)
         result = job(cfg, resume, dist_info)
         barrier()  # the processes leave together, once the main one has written everything
         return result
@@ -102,10 +100,3 @@ def trainer_config(cfg: Any) -> TrainConfig:
                        log_every=cfg.log_every, seed=cfg.seed, progress=cfg.progress,
                        stop_after_epoch=cfg.stop_after_epoch, log_to=parse_log_to(cfg.log_to), settings=to_dict(cfg),
                        compile=cfg.compile)
-
-
-def write_config(cfg: Any, dist: DistInfo) -> None:
-    """The run directory, with the effective settings in `config.yaml` (what `--resume` reads); main process."""
-    if dist.is_main:
-        Path(cfg.out).mkdir(parents=True, exist_ok=True)
-        (Path(cfg.out) / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
