@@ -329,7 +329,6 @@ def _finetune(cfg: FinetuneConfig, resume: Optional[Path], dist: DistInfo) -> di
     from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
     from timm.utils import ModelEmaV3
 
-    seed_everything(cfg.seed + dist.rank)
     use_mixup = cfg.mixup > 0 or cfg.cutmix > 0
     if use_mixup and cfg.batch_size % 2:
         raise ValueError(f"--batch-size {cfg.batch_size}: Mixup / CutMix pair images within a batch, so the batch "
@@ -339,6 +338,9 @@ def _finetune(cfg: FinetuneConfig, resume: Optional[Path], dist: DistInfo) -> di
     # input config is known.
     splits = finetune_splits(cfg.data, cfg.seed, cfg.holdout_fraction, cfg.val_fraction)
     classes = splits["classes"]
+    # seeded after the data: the libraries the data imports on first use (scikit-learn draws from Python's
+    # generator when imported) must not shift the run's random streams, or a second run in one process differs
+    seed_everything(cfg.seed + dist.rank)
     model = build_model(cfg, len(classes))
     adapted = list(model.zoo_config.get("weights", {}).get("adapted", []))
     model.zoo_config = {**model.zoo_config, "label_names": list(classes)}
