@@ -147,9 +147,9 @@ def _pretrain(cfg: MAEPretrainConfig, resume: Optional[Path], dist: DistInfo) ->
     summary = trainer.train(resume=resume)
     summary.update({"model": cfg.model, "lr": lr, "effective_batch": eff_batch, "world_size": dist.world_size,
                     "train_images": len(train_ds), "out": str(cfg.out)})
-    whole = trainer.unsharded_model()  # FSDP: gathered (a collective: every process asks)
+    finished = trainer.epoch >= cfg.epochs
+    whole = trainer.unsharded_model() if finished else None  # FSDP: gathered (a collective: every process asks)
     if dist.is_main:
-        finished = trainer.epoch >= cfg.epochs
         if finished:
             summary["encoder"] = str(export_encoder(whole, Path(cfg.out) / "encoder"))
         summary["finished"] = finished

@@ -48,8 +48,9 @@ def fsdp_setting() -> Any:
 
 
 def place_model(model: torch.nn.Module, cfg: Any, dist: DistInfo) -> torch.nn.Module:
-    """The model on `dist.device`: moved whole, or with `cfg.fsdp` sharded over the processes (fsdp.py;
-    only this process's shards reach the device). Call it before building the optimizer."""
+    """The model on `dist.device`: moved whole, or with `cfg.fsdp` sharded over the processes (fsdp.py:
+    moved unit by unit as it is sharded, 1/world_size of each weight kept). Call it before building the
+    optimizer (FSDP replaces the parameters)."""
     if cfg.fsdp:
         return fsdp.shard(model, cfg.precision, dist)
     return model.to(dist.device)
