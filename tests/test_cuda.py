@@ -140,5 +140,6 @@ def test_fsdp_bf16_over_nccl(tmp_path, gpu):
         summary = pretrain_mae(MAEPretrainConfig(**cfg), resume=tmp_path / "fsdp", dist=dist)
     finally:
         tdist.destroy_process_group()
-    assert summary["finished"] and summary["epochs"] == 2 and (tmp_path / "fsdp" / "encoder" / "model.safetensors").is_file()
+    assert summary["finished"] and summary["epochs"] == 2
+    assert (tmp_path / "fsdp" / "encoder" / "model.safetensors").is_file()
     assert (tmp_path / "fsdp" / "checkpoints" / "epoch_0002" / "sharded" / ".metadata").is_file()
