@@ -24,6 +24,7 @@ from safetensors.torch import load_file
 import zoo
 from conftest import max_diff
 from test_compile import FAMILIES, build
+from test_training import read_metrics
 from zoo.cli import main
 from zoo.common.distributed import DistInfo
 from zoo.training import fsdp
@@ -93,7 +94,7 @@ def test_models_without_blocks_and_bad_launches_are_refused(tmp_path, capsys):
 
 
 def _steps(run: Path):
-    return [r["loss"] for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines()) if r["kind"] == "step"]
+    return [r["loss"] for r in read_metrics(run) if r["kind"] == "step"]
 
 
 def test_mae_command_with_fsdp_in_one_process_group(group, tmp_path):

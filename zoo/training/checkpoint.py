@@ -77,10 +77,15 @@ def commit_checkpoint(run_dir: Path, name: str, keep: int = 2) -> Path:
     return final
 
 
+def is_sharded_checkpoint(folder: Path) -> bool:
+    """Whether checkpoint `folder` holds its weights sharded (written with --fsdp: `sharded/`)."""
+    return (Path(folder) / SHARDED / ".metadata").is_file()
+
+
 def _complete(folder: Path) -> bool:
     """A checkpoint folder with its training state and its weights (whole, or sharded)."""
     return (folder / "state.pt").is_file() and ((folder / "model.safetensors").is_file()
-                                                 or (folder / SHARDED / ".metadata").is_file())
+                                                 or is_sharded_checkpoint(folder))
 
 
 def find_checkpoint(path: Path) -> Path:
@@ -104,14 +109,14 @@ def load_checkpoint(path: Path) -> Tuple[Path, Optional[Dict[str, torch.Tensor]]
     None for a sharded checkpoint (`--fsdp`: fsdp.load_sharded reads them)."""
     ckpt = find_checkpoint(path)
     state = torch.load(ckpt / "state.pt", weights_only=True)
-    weights = None if state.get("sharded") else load_file(str(ckpt / "model.safetensors"))
+    weights = None if is_sharded_checkpoint(ckpt) else load_file(str(ckpt / "model.safetensors"))
     return ckpt, weights, state
 
 
 def check_sharding(ckpt: Path, sharded: bool, resume: Path) -> None:
     """ValueError when checkpoint folder `ckpt` was written with --fsdp (it has `sharded/`) and this run is
     without it, or the other way round."""
-    if (Path(ckpt) / SHARDED).is_dir() != sharded:
+    if is_sharded_checkpoint(ckpt) != sharded:
         if sharded:
             raise ValueError(f"--resume {resume}: {Path(ckpt).name} holds whole weights (a run without --fsdp); "
                              f"resume it without --fsdp (--no-fsdp)")

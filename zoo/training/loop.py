@@ -295,7 +295,6 @@ class Trainer:
             self.run_log.checkpoint(self.metrics_path)
             for cb in self.callbacks if partial is None else ():
                 cb.on_checkpoint(self, self.epoch - 1)
-        self._gathered = None  # FSDP: the gathered copy is not kept through the next epoch
         return path
 
     def resume(self, run_or_checkpoint: Path) -> Path:
@@ -324,6 +323,7 @@ class Trainer:
             last = self.epoch == self.cfg.epochs or self.stop_requested or pause
             if self.epoch % self.cfg.ckpt_every == 0 or last:
                 self.save(final=self.epoch == self.cfg.epochs or self.stop_requested)
+            self._gathered = None  # FSDP: a copy gathered at this epoch's end is not kept through the next
             if pause:
                 break
         for cb in self.callbacks:
